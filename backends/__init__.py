@@ -1,0 +1,15 @@
+"""Code generation and launch, one module per target family."""
+
+from __future__ import annotations
+
+from agnostic_rt.config import Options
+from agnostic_rt.targets import Target
+
+from .aten import AtenBackend
+
+__all__ = ["for_target", "AtenBackend"]
+
+
+def for_target(target: Target, options: Options):
+    """The backend that compiles groups for ``target``: ATen on the CPU."""
+    return AtenBackend(target)
