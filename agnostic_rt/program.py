@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-
 import torch.fx as fx
 
 log = logging.getLogger("agnostic_rt.program")

@@ -89,7 +89,7 @@ _NAME_HINTS = (("h200", "h200"), ("h100", "h100"), ("a100", "a100"), ("mi300", "
 _ARCH_HINTS = {"sm_90": "h100", "sm_80": "a100", "gfx942": "mi300x", "gfx90a": "mi250x"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def host_cpu_target() -> Target:
     """The CPU this process runs on: cores and a conservative streaming bandwidth and FLOP rate."""
     cores = os.cpu_count() or 1

@@ -1,0 +1,122 @@
+"""The torch.compile entry: registration, options, training, inference, graph breaks, recompiles."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn as nn
+
+from agnostic_rt.conformance.models import check_model
+from agnostic_rt.conformance.zoo import ZOO
+
+
+def test_backend_name_works_without_importing_agnostic_rt():
+    code = textwrap.dedent("""
+        import torch
+        m = torch.nn.Linear(4, 3)
+        x = torch.randn(2, 4)
+        out = torch.compile(m, backend="agnostic")(x)
+        assert "agnostic_rt" in __import__("sys").modules  # loaded through the entry point
+        torch.testing.assert_close(out, m(x))
+        print("ok")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith("ok")
+
+
+def test_unknown_option_names_the_valid_ones():
+    m = torch.compile(nn.Linear(4, 4), backend="agnostic", options={"tagret": "cpu"})
+    with pytest.raises(Exception, match=r"unknown option 'tagret'.*valid options: target, numerics"):
+        m(torch.randn(2, 4))
+
+
+def test_unknown_target_names_the_valid_ones():
+    m = torch.compile(nn.Linear(4, 4), backend="agnostic", options={"target": "rocm7"})
+    with pytest.raises(Exception, match=r"unknown target 'rocm7'; expected one of: auto, cpu, cuda, rocm"):
+        m(torch.randn(2, 4))
+
+
+def test_unknown_numerics_is_rejected():
+    m = torch.compile(nn.Linear(4, 4), backend="agnostic", options={"numerics": "loose"})
+    with pytest.raises(Exception, match=r"unknown numerics 'loose'; expected one of: strict, fast"):
+        m(torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+def test_zoo_model_passes_fp64_reference_rule(name, training):
+    check = check_model(ZOO[name], training=training, batch=2)
+    worst_name, worst = check.worst()
+    assert check.passed, f"{name} {check.mode}: {worst_name}: {worst}"
+
+
+def test_eval_mode_without_no_grad_matches_eager():
+    entry = ZOO["cnn"]
+    model = entry.build().eval()
+    (x,), _ = entry.example(batch=2)
+    compiled = torch.compile(model, backend="agnostic")
+    torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_batchnorm_running_stats_update_like_eager():
+    entry = ZOO["cnn"]
+    eager, mine = entry.build(), entry.build()
+    (x,), _ = entry.example(batch=4)
+    eager(x)
+    torch.compile(mine, backend="agnostic")(x)
+    for (name, a), (_, b) in zip(eager.named_buffers(), mine.named_buffers()):
+        torch.testing.assert_close(b, a, msg=name)
+
+
+class _Breaks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        print("graph break here", end="")  # Dynamo splits the graph at a print
+        return self.b(h).sum(dim=-1)
+
+
+def test_graph_breaks_give_several_graphs_and_correct_grads(tmp_path, capsys):
+    eager = _Breaks()
+    mine = _Breaks()
+    mine.load_state_dict(eager.state_dict())
+    x = torch.randn(3, 8)
+    torch.compile(mine, backend="agnostic", options={"debug_dir": str(tmp_path)})(x).sum().backward()
+    eager(x).sum().backward()
+    assert len(list(tmp_path.glob("graph_*_forward"))) >= 2
+    assert len(list(tmp_path.glob("graph_*_backward"))) >= 2
+    for (n, p), q in zip(eager.named_parameters(), mine.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, msg=n)
+
+
+def test_new_batch_size_recompiles_and_stays_correct():
+    model = ZOO["mlp"].build()
+    compiled = torch.compile(model, backend="agnostic")
+    for batch in (4, 7, 13):
+        x = torch.randn(batch, 64)
+        torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_cpu_target_keeps_aten_composites(tmp_path):
+    entry = ZOO["mlp"]
+    model = entry.build()
+    (x,), _ = entry.example(batch=2)
+    torch.compile(model, backend="agnostic", options={"debug_dir": str(tmp_path), "passes": False})(x)
+    forward = next(tmp_path.glob("graph_*_forward/0_aten.py")).read_text()
+    assert "native_layer_norm" in forward and "gelu" in forward  # not decomposed into pieces
+
+
+def test_debug_dir_holds_graphs_before_and_after():
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        torch.compile(nn.Linear(4, 4), backend="agnostic", options={"debug_dir": d})(torch.randn(2, 4))
+        names = {p.name for p in Path(d).glob("graph_*/*")}
+    assert {"0_aten.py", "2_program.py"} <= names
