@@ -7,9 +7,27 @@ and prove the numerics on every target.
 
 from __future__ import annotations
 
+from .checkpoint import (
+    Checkpoint,
+    CheckpointCorruptError,
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load,
+    save,
+)
 from .config import Options
+from .devices import Device, devices, select_device
+from .migrate import EXIT_HANDOFF, EXIT_PREEMPTED, migrate, resume
+from .preempt import spot_guard
+from .state import StateError, TrainingState
 from .targets import KNOWN_TARGETS, Target, current_target, get_target
 
 __version__ = "0.1.0"
 
 __all__ = ["Options", "Target", "KNOWN_TARGETS", "current_target", "get_target", "__version__"]
+__all__ += [
+    "Device", "devices", "select_device", "TrainingState", "StateError", "Checkpoint", "CheckpointError",
+    "CheckpointCorruptError", "save", "load", "list_checkpoints", "latest_checkpoint", "migrate", "resume",
+    "spot_guard", "EXIT_PREEMPTED", "EXIT_HANDOFF",
+]
