@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The one prepared script for a lent NVIDIA GPU (torch 2.11 / triton 3.6 / Python 3.12 there).
+# Usage (device tool): bash bench/gpu_check.sh [quick|full]     results land in $OUT (or ./out).
+# Stages: install -> numerics (zoo vs eager and fp64) -> kernel bandwidth vs copy -> zoo steady
+# times eager / Inductor / agnostic. Each stage has its own time limit so one slow stage cannot
+# eat the lease; the tables print last.
+set -uo pipefail
+MODE=${1:-quick}
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TRANSFORMERS_VERBOSITY=error HF_HUB_OFFLINE=1
+export AGNOSTIC_RT_CACHE_DIR=/tmp/agnostic_cache TRITON_CACHE_DIR=/tmp/triton_cache
+PY=python3
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+  $PY -c "import torch, triton, sys; print('torch', torch.__version__, 'triton', triton.__version__, 'python', sys.version.split()[0])"
+} 2>&1 | tee "$OUT/env.txt"
+
+# The package's dependencies are already in the image; install ours alone, offline.
+$PY -m pip install -q --no-deps --no-build-isolation --no-index -e . > "$OUT/install.log" 2>&1 \
+  || { echo "install failed"; tail -20 "$OUT/install.log"; exit 1; }
+
+if [ "$MODE" = quick ]; then MODELS="mlp cnn gpt2 bert_eager"; else MODELS="mlp cnn gpt2 gpt2_eager bert bert_eager"; fi
+
+timeout 200 $PY bench/gpu_numerics.py --models $MODELS --json "$OUT/numerics.json" > "$OUT/numerics.log" 2>&1
+echo "numerics exit $?" >> "$OUT/numerics.log"
+timeout 120 $PY bench/gpu_kernels.py --gib 1 --json "$OUT/kernels.json" > "$OUT/kernels.log" 2>&1
+echo "kernels exit $?" >> "$OUT/kernels.log"
+timeout 300 $PY bench/compare.py --inprocess --device cuda --backends eager inductor agnostic \
+  --models $MODELS --steps 30 --json "$OUT/compare.json" > "$OUT/compare.log" 2>&1
+echo "compare exit $?" >> "$OUT/compare.log"
+
+echo; echo "== numerics"; grep -E '^\||exit' "$OUT/numerics.log" | tail -20
+echo; echo "== kernels"; grep -E '^\||copy bandwidth|exit' "$OUT/kernels.log" | tail -12
+echo; echo "== steady times"; grep -E '^\||exit' "$OUT/compare.log" | tail -30
