@@ -69,3 +69,60 @@ def check_model(entry: ZooModel, *, training: bool, options: dict | None = None,
             else:
                 check.results[f"grad:{name}"] = fp64_rule(g_c, g_e, grads_r[name])
     return check
+
+
+@dataclass
+class CurveCheck:
+    """A short training run, compiled vs eager vs fp64: the loss curves and the fp64 rule over them."""
+
+    model: str
+    steps: int
+    compiled: list[float]
+    eager: list[float]
+    ref64: list[float]
+    result: RuleResult
+
+    @property
+    def passed(self) -> bool:
+        return self.result.passed
+
+
+def _train_curve(model: torch.nn.Module, entry: ZooModel, batches, steps: int, lr: float) -> list[float]:
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    losses = []
+    for step in range(steps):
+        inputs, target = batches[step % len(batches)]
+        opt.zero_grad(set_to_none=True)
+        loss = entry.loss(model(*inputs), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach().double().item())
+    return losses
+
+
+def check_training_curve(entry: ZooModel, *, steps: int = 8, lr: float = 0.05, options: dict | None = None,
+                         device: str = "cpu", batch: int | None = None,
+                         compiled_model: torch.nn.Module | None = None, tol: float | None = None) -> CurveCheck:
+    """Train ``entry`` for ``steps`` SGD steps compiled, eager and in fp64 from the same weights and
+    batches; the compiled loss curve must satisfy the fp64-reference rule against eager's.
+
+    >>> check_training_curve(zoo.get("mlp"), steps=4).passed  # doctest: +SKIP
+    True
+    """
+    eager = entry.build().to(device)
+    eager.train(True)
+    ref64 = copy.deepcopy(eager).double()
+    compiled_base = copy.deepcopy(eager)
+    compiled = compiled_model or torch.compile(compiled_base, backend="agnostic", options=options or {})
+    batches = []
+    for seed in range(min(steps, 4)):
+        inputs, target = entry.example(batch, seed=seed)
+        batches.append((tuple(x.to(device) for x in inputs), target.to(device)))
+    batches64 = [(tuple(x.double() if x.is_floating_point() else x for x in inp), tgt) for inp, tgt in batches]
+    curve_c = _train_curve(compiled, entry, batches, steps, lr)
+    curve_e = _train_curve(eager, entry, batches, steps, lr)
+    curve_r = _train_curve(ref64, entry, batches64, steps, lr)
+    as_t = torch.tensor
+    result = fp64_rule(as_t(curve_c, dtype=torch.float32), as_t(curve_e, dtype=torch.float32),
+                       as_t(curve_r, dtype=torch.float64), tol)
+    return CurveCheck(entry.name, steps, curve_c, curve_e, curve_r, result)

@@ -1,0 +1,163 @@
+"""Kernel tier: every generated kernel run under the Triton interpreter (CPU) and built for every GPU
+target we claim — Triton for cuda sm_80/sm_90 and hip gfx90a/gfx942, NVRTC for CUDA C, hiprtc for
+HIP C — whatever hardware is present.
+
+Generated kernels come from the backend's enumeration (:func:`generated_kernels`). Until the
+backend exposes one, the tier says so ("no generated kernels") and runs only the toolchain canaries
+of :mod:`conformance.canary_kernels`, reported as ``canary.*`` cases so nobody mistakes them for
+coverage of generated code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .results import Result, TierNote
+from .runs import BUILD_TARGETS
+
+log = logging.getLogger("agnostic_rt.conformance")
+
+
+def generated_kernels() -> list[Any] | None:
+    """The kernels the backend generated in this process, or None when it exposes no enumeration.
+
+    Looks for ``agnostic_rt.backends.generated_kernels()`` (the hook the kernel generator provides).
+    """
+    try:
+        from agnostic_rt import backends
+    except Exception:  # noqa: BLE001
+        return None
+    fn = getattr(backends, "generated_kernels", None)
+    return list(fn()) if callable(fn) else None
+
+
+def _load_canary(interpret: bool):
+    """The canary module, decorated with or without the Triton interpreter."""
+    # Import Triton (and what it imports lazily) before flipping the variable: its own modules
+    # assert they were decorated in the mode they run in.
+    import triton  # noqa: F401
+    import triton.compiler  # noqa: F401
+    import triton.language  # noqa: F401
+
+    path = Path(__file__).with_name("canary_kernels.py")
+    name = f"_agnostic_canary_{'interp' if interpret else 'build'}"
+    old = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        if old is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = old
+
+
+def _timed(base: dict, check: str, fn: Callable[[], tuple[str, str, float | None]]) -> Result:
+    t0 = time.perf_counter()
+    try:
+        status, message, ratio = fn()
+    except Exception as exc:  # noqa: BLE001 - a build error is this tier's failure, with its message
+        status, message, ratio = "fail", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:600], float("inf")
+    return Result(**base, check=check, status=status, message=message, error_ratio=ratio,
+                  seconds=time.perf_counter() - t0, extra={"generated": False})
+
+
+def interpret_canary() -> tuple[str, str, float | None]:
+    """Run the canary through the Triton interpreter on CPU tensors and compare with torch."""
+    from .compare import compare
+
+    mod = _load_canary(interpret=True)
+    gen = torch.Generator().manual_seed(0)
+    n = 1000
+    x, y = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
+    out = torch.empty(n)
+    block = mod.CONSTEXPRS["BLOCK"]
+    mod.fused_add_gelu[((n + block - 1) // block,)](x, y, out, n, BLOCK=block)
+    c = compare(out, torch.nn.functional.gelu(x + y))
+    return ("pass" if c.passed else "fail"), c.message, c.error_ratio
+
+
+def build_triton(family: str, arch: str) -> tuple[str, str, float | None]:
+    """triton.compile the canary for a GPUTarget; passes when the binary (cubin / hsaco) is produced."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    mod = _load_canary(interpret=False)
+    target = GPUTarget(family, int(arch[3:]) if family == "cuda" else arch, 32 if family == "cuda" else 64)
+    kernel = triton.compile(ASTSource(mod.fused_add_gelu, mod.SIGNATURE, constexprs=mod.CONSTEXPRS), target=target)
+    binary = "cubin" if family == "cuda" else "hsaco"
+    if binary not in kernel.asm:
+        return "fail", f"no {binary} produced; stages: {list(kernel.asm)}", None
+    return "pass", f"{binary} {len(kernel.asm[binary])} bytes", None
+
+
+def build_nvrtc(arch: str) -> tuple[str, str, float | None]:
+    """Compile the CUDA C canary to a cubin with NVRTC (no driver, no GPU needed)."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+    except ImportError as exc:
+        return "skip", f"NVRTC not installed ({exc}); pip install 'agnostic-rt[cuda]'", None
+    from .canary_kernels import CUDA_C_SOURCE
+
+    prog = nvrtc.createProgram(CUDA_C_SOURCE, "canary.cu", [], [])
+    try:
+        nvrtc.compileProgram(prog, [f"--gpu-architecture={arch}"])
+        return "pass", f"cubin {len(nvrtc.getCUBIN(prog))} bytes", None
+    finally:
+        nvrtc.destroyProgram(prog)
+
+
+def build_hiprtc(arch: str) -> tuple[str, str, float | None]:
+    """Compile the HIP C canary to a code object with hiprtc."""
+    try:
+        from hip import hiprtc
+    except ImportError as exc:
+        return "skip", f"hip-python not installed ({exc}); pip install 'agnostic-rt[rocm]'", None
+    from .canary_kernels import CUDA_C_SOURCE
+
+    try:
+        err, prog = hiprtc.hiprtcCreateProgram(CUDA_C_SOURCE.encode(), b"canary.hip", 0, [], [])
+    except RuntimeError as exc:
+        return "skip", (f"hiprtc library not loadable ({' '.join(str(exc).split())}); in ROCm 5.2 it is "
+                        "libamdhip64.so: put a libhiprtc.so link to it on LD_LIBRARY_PATH"), None
+    opts = [f"--offload-arch={arch}".encode()]
+    (err,) = hiprtc.hiprtcCompileProgram(prog, len(opts), opts)
+    if int(err) != 0:
+        return "fail", f"hiprtcCompileProgram returned {err}", None
+    err, size = hiprtc.hiprtcGetCodeSize(prog)
+    return "pass", f"code object {size} bytes", None
+
+
+def run_kernel_tier(report_add: Callable[[Result], Any], notes: list[TierNote]) -> None:
+    """Run the kernel tier, adding its results through ``report_add``."""
+    kernels = generated_kernels()
+    if not kernels:
+        why = ("the backend exposes no kernel enumeration yet (agnostic_rt.backends.generated_kernels)"
+               if kernels is None else "the op and model tiers generated no kernels on the interpreted targets")
+        notes.append(TierNote("kernel", "*", "no generated kernels", why + "; only toolchain canaries ran"))
+    else:
+        for k in kernels:  # pragma: no cover - wired when the generator lands
+            notes.append(TierNote("kernel", "*", "not wired", f"generated kernel {getattr(k, 'name', k)} not yet checked"))
+    report_add(_timed(dict(tier="kernel", target="triton-interpreter", case="canary.fused_add_gelu", dtype="float32"),
+                      "interpret", interpret_canary))
+    for name, family, arch in BUILD_TARGETS:
+        base = dict(tier="kernel", target=name, case="canary.fused_add_gelu", dtype="float32")
+        if family in ("cuda", "hip"):
+            report_add(_timed(base, "build", lambda f=family, a=arch: build_triton(f, a)))
+        elif family == "nvrtc":
+            report_add(_timed(base, "build", lambda a=arch: build_nvrtc(a)))
+        else:
+            report_add(_timed(base, "build", lambda a=arch: build_hiprtc(a)))

@@ -1,0 +1,304 @@
+"""Op tier: torch's OpInfo database (op_db) compiled through backend="agnostic", against eager.
+
+For each OpInfo, each dtype and each target run, the op's sample inputs (eager-runnable ones) are
+run eagerly twice (a sample whose two eager runs differ is nondeterministic and dropped) and then
+through ONE compiled function that calls the op on every sample, so Dynamo compiles once per
+(op, dtype, target) rather than once per sample. Where the op is differentiable for the dtype, the
+samples require grad and the backward (torch.autograd.grad with fixed random cotangents) is
+compared too. Verdicts are torch.testing.assert_close's with its per-dtype tolerances.
+
+op_db's contents move with torch: the quick subset below names ops that exist in torch 2.11-2.13
+(names missing from the installed torch are reported as skipped, not silently dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map
+
+from .compare import compare
+from .results import Result
+from .runs import TargetRun
+
+log = logging.getLogger("agnostic_rt.conformance")
+
+F32, F16, BF16, I64, I32, B = "float32", "float16", "bfloat16", "int64", "int32", "bool"
+DTYPES = {F32: torch.float32, F16: torch.float16, BF16: torch.bfloat16, I64: torch.int64, I32: torch.int32,
+          B: torch.bool}
+FULL_DTYPES = (F32, F16, BF16, I64, B)
+
+# The quick tier: a fixed, representative subset — pointwise unary/binary, activations, norms,
+# reductions, scans, matmuls, convolution, attention, indexing, views and casts — each with the
+# dtypes worth checking for it. Chosen to cover what the partitioner fuses and what it sends to the
+# vendor library, and to keep the quick run within minutes on two cores.
+QUICK_OPS: dict[str, tuple[str, ...]] = {
+    "add": (F32, F16, BF16, I64),
+    "mul": (F32, BF16, I64, B),
+    "sub": (F32,),
+    "div.no_rounding_mode": (F32, F16),
+    "pow": (F32,),
+    "maximum": (F32, I64),
+    "where": (F32, I64, B),
+    "clamp": (F32,),
+    "exp": (F32, BF16),
+    "log": (F32,),
+    "rsqrt": (F32,),
+    "sigmoid": (F32, F16),
+    "tanh": (F32,),
+    "erf": (F32,),
+    "abs": (F32, I64),
+    "nn.functional.gelu": (F32, BF16),
+    "nn.functional.silu": (F32,),
+    "nn.functional.relu": (F32,),
+    "softmax": (F32, BF16),
+    "log_softmax": (F32,),
+    "nn.functional.layer_norm": (F32, BF16),
+    "sum": (F32, F16, I64, B),
+    "mean": (F32,),
+    "amax": (F32, I64),
+    "var": (F32,),
+    "cumsum": (F32, I64),
+    "argmax": (F32,),
+    "matmul": (F32, BF16),
+    "addmm": (F32,),
+    "nn.functional.linear": (F32,),
+    "nn.functional.conv2d": (F32,),
+    "nn.functional.scaled_dot_product_attention": (F32,),
+    "nn.functional.embedding": (F32,),
+    "nn.functional.cross_entropy": (F32,),
+    "index_select": (F32, I64),
+    "gather": (F32,),
+    "cat": (F32, B),
+    "transpose": (F32,),
+    "eq": (F32, I64, B),
+    "logical_and": (B,),
+    "bitwise_and": (I64, B),
+    "masked_fill": (F32,),
+    "to": (F32, I64),
+}
+QUICK_MAX_SAMPLES = 4
+FULL_MAX_SAMPLES = 8
+# Ops the interpreted targets run in the quick tier (the interpreter is slow; these cover fused
+# pointwise chains, reductions and a library call).
+QUICK_INTERP_OPS = ("add", "mul", "sigmoid", "nn.functional.gelu", "softmax", "nn.functional.layer_norm",
+                    "sum", "amax", "matmul", "where", "cumsum", "to")
+
+
+def op_id(op: Any) -> str:
+    """An OpInfo's full name: ``name`` or ``name.variant``."""
+    return f"{op.name}.{op.variant_test_name}" if op.variant_test_name else op.name
+
+
+def load_op_db() -> dict[str, Any]:
+    """torch's op_db by :func:`op_id` (importing it needs expecttest)."""
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    return {op_id(op): op for op in op_db}
+
+
+@dataclass(frozen=True)
+class OpCase:
+    """One (op, dtype) pair to check."""
+
+    name: str
+    dtype: str
+
+
+def plan(level: str, run: TargetRun, db: dict[str, Any], ops: list[str] | None = None) -> list[OpCase]:
+    """The (op, dtype) pairs a run checks on ``run``.
+
+    >>> len(plan("quick", TargetRun("cpu", "measured"), {"add": None})) >= 1
+    True
+    """
+    if level == "quick" and not ops:
+        names = QUICK_INTERP_OPS if run.mode == "interpreted" else tuple(QUICK_OPS)
+        return [OpCase(n, d) for n in names for d in (QUICK_OPS[n] if run.mode != "interpreted" else (F32,))]
+    names = ops or sorted(db)
+    cases = []
+    for n in names:
+        op = db.get(n)
+        supported = op.supported_dtypes("cpu") if op is not None else {torch.float32}
+        wanted = QUICK_OPS.get(n, FULL_DTYPES) if level == "quick" else FULL_DTYPES
+        cases += [OpCase(n, d) for d in wanted if DTYPES[d] in supported]
+    return cases
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        short = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "int64": "i64", "bool": "b"}
+        dt = str(x.dtype).removeprefix("torch.")
+        return f"{short.get(dt, dt)}{list(x.shape)}"
+    if isinstance(x, (list, tuple)):
+        inner = ", ".join(_describe(v) for v in x[:4]) + (", ..." if len(x) > 4 else "")
+        return f"[{inner}]" if isinstance(x, list) else f"({inner})"
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k}={_describe(v)}" for k, v in list(x.items())[:4]) + "}"
+    r = repr(x)
+    return r if len(r) < 24 else r[:21] + "..."
+
+
+def describe_sample(i: int, s: tuple) -> str:
+    inp, args, kwargs = s
+    parts = [f"input {_describe(inp)}"]
+    if args:
+        parts.append(f"args {_describe(tuple(args))}")
+    if kwargs:
+        parts.append(f"kwargs {_describe(kwargs)}")
+    return f"sample {i}: " + ", ".join(parts)
+
+
+def _clone(s: tuple) -> tuple:
+    def c(x):
+        if isinstance(x, torch.Tensor):
+            return x.detach().clone().requires_grad_(x.requires_grad)
+        return x
+
+    return tree_map(c, s)
+
+
+def _leaves(s: tuple) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(s)[0] if isinstance(t, torch.Tensor) and t.requires_grad]
+
+
+def _samples(op: Any, dtype: torch.dtype, device: str, grad: bool, limit: int) -> Iterator[tuple]:
+    torch.manual_seed(0)
+    for k, s in enumerate(op.sample_inputs(device, dtype, requires_grad=grad)):
+        if k >= limit:
+            return
+        yield (s.input, tuple(s.args), dict(s.kwargs))
+
+
+def _same_bits(a: Any, b: Any) -> bool:
+    fa, fb = tree_flatten(a)[0], tree_flatten(b)[0]
+    if len(fa) != len(fb):
+        return False
+    for x, y in zip(fa, fb):
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+            if x.shape != y.shape or not torch.equal(torch.nan_to_num(x.detach()), torch.nan_to_num(y.detach())):
+                return False
+        elif isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+            return False
+    return True
+
+
+def _cotangents(outs: list[torch.Tensor]) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return [torch.randn(o.shape, generator=gen, dtype=torch.float32).to(o.dtype).to(o.device) for o in outs]
+
+
+def _grad(outs_per_sample: list[Any], samples: list[tuple]) -> list[list[torch.Tensor | None]] | None:
+    """Gradients of every sample's leaves under fixed cotangents; None when nothing is differentiable."""
+    outs = [t for o in outs_per_sample for t in tree_flatten(o)[0]
+            if isinstance(t, torch.Tensor) and t.requires_grad and t.is_floating_point()]
+    leaves = [_leaves(s) for s in samples]
+    flat_leaves = [t for ls in leaves for t in ls]
+    if not outs or not flat_leaves:
+        return None
+    grads = torch.autograd.grad(outs, flat_leaves, _cotangents(outs), allow_unused=True)
+    per, k = [], 0
+    for ls in leaves:
+        per.append([None if g is None else g.detach() for g in grads[k:k + len(ls)]])
+        k += len(ls)
+    return per
+
+
+def _batch_fn(fn: Callable) -> Callable:
+    def run_samples(samples):
+        return [fn(inp, *args, **kwargs) for inp, args, kwargs in samples]
+
+    return run_samples
+
+
+def check_op(op: Any, case: OpCase, run: TargetRun, *, max_samples: int,
+             compile_fn: Callable[[Callable, TargetRun], Callable] | None = None) -> list[Result]:
+    """Check one (op, dtype) on one target: a forward Result and, where differentiable, a backward one.
+
+    >>> from conformance.ops import load_op_db  # doctest: +SKIP
+    >>> check_op(load_op_db()["add"], OpCase("add", "float32"), available_runs(["cpu"])[0], max_samples=2)  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    dtype = DTYPES[case.dtype]
+    base = dict(tier="op", target=run.name, case=case.name, dtype=case.dtype)
+    if getattr(op, "skip_correctness_check_compile_vs_eager", False) or getattr(op, "has_nondeterministic_output", False):
+        return [Result(**base, check="forward", status="skip", message="op_db marks its output nondeterministic")]
+    grad = (op.supports_autograd and dtype.is_floating_point
+            and dtype in op.supported_backward_dtypes(run.device if run.device == "cpu" else "cuda"))
+    dropped: list[str] = []
+    samples: list[tuple] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            candidates = list(_samples(op, dtype, run.device, grad, max_samples))
+        except Exception as exc:  # noqa: BLE001 - a sample generator that fails here is skipped, said why
+            return [Result(**base, check="forward", status="skip", message=f"sample_inputs raised {exc!r}"[:300])]
+        for s in candidates:
+            try:
+                first = _call(op.op, _clone(s))
+                second = _call(op.op, _clone(s))
+            except Exception as exc:  # noqa: BLE001 - eager cannot run it: nothing to conform to
+                dropped.append(f"eager raised {type(exc).__name__}")
+                continue
+            if not _same_bits(first, second):
+                dropped.append("eager nondeterministic")
+                continue
+            samples.append(s)
+        if not samples:
+            why = ", ".join(sorted(set(dropped))) or "no sample inputs"
+            return [Result(**base, check="forward", status="skip", message=f"no usable samples ({why})")]
+
+        eager_in = [_clone(s) for s in samples]
+        eager_out = _batch_fn(op.op)(eager_in)
+        compiled_in = [_clone(s) for s in samples]
+        compiler = compile_fn or default_compile
+        try:
+            compiled_out = compiler(_batch_fn(op.op), run)(compiled_in)
+        except Exception as exc:  # noqa: BLE001 - a compile or run error is a failure of the backend
+            return [Result(**base, check="forward", status="fail", message=f"compiled run raised {type(exc).__name__}: {exc}"[:600],
+                           error_ratio=float("inf"), seconds=time.perf_counter() - t0)]
+        results = [_verdict(base, "forward", eager_out, compiled_out, samples, dropped)]
+        if grad:
+            try:
+                g_e = _grad(eager_out, eager_in)
+                g_c = _grad(compiled_out, compiled_in)
+            except Exception as exc:  # noqa: BLE001
+                results.append(Result(**base, check="backward", status="fail", error_ratio=float("inf"),
+                                      message=f"backward raised {type(exc).__name__}: {exc}"[:600]))
+                g_e = g_c = None
+            if g_e is not None and g_c is not None:
+                results.append(_verdict(base, "backward", g_e, g_c, samples, dropped))
+    elapsed = time.perf_counter() - t0
+    for r in results:
+        r.seconds = elapsed / len(results)
+    return results
+
+
+def _call(fn: Callable, s: tuple) -> Any:
+    inp, args, kwargs = s
+    return fn(inp, *args, **kwargs)
+
+
+def _verdict(base: dict, check: str, expected: list, actual: list, samples: list, dropped: list[str]) -> Result:
+    worst_i, worst = 0, None
+    for i, (e, a) in enumerate(zip(expected, actual)):
+        c = compare(a, e)
+        if worst is None or (not c.passed and worst.passed) or (c.passed == worst.passed and c.error_ratio > worst.error_ratio):
+            worst_i, worst = i, c
+        if not c.passed:
+            break
+    assert worst is not None
+    note = f" ({len(dropped)} samples dropped: {', '.join(sorted(set(dropped)))})" if dropped else ""
+    return Result(**base, check=check, status="pass" if worst.passed else "fail", error_ratio=worst.error_ratio,
+                  abs_error=worst.abs_error, sample=f"{describe_sample(worst_i, samples[worst_i])} {worst.where}",
+                  message=(worst.message + note).strip(), extra={"samples": len(samples)})
+
+
+def default_compile(fn: Callable, run: TargetRun) -> Callable:
+    """torch.compile through backend="agnostic" with the run's options."""
+    return torch.compile(fn, backend="agnostic", options=dict(run.options), dynamic=False)
