@@ -19,11 +19,11 @@ rocm-toolchain:
 	else echo "note: ROCm toolchain not installed (needs root + apt-get); HIP C build checks will skip"; fi
 
 demo: install
-	agnostic-rt demo
+	$(PYTHON) -m agnostic_rt.cli demo
 
 test: install
 	$(PYTHON) -m pytest -q
-	agnostic-rt conformance --quick
+	$(PYTHON) -m agnostic_rt.cli conformance --quick
 
 test-fast:
 	$(PYTHON) -m pytest -q -m "not slow"
@@ -32,4 +32,4 @@ lint:
 	ruff check agnostic_rt backends passes conformance tests bench
 
 bench:
-	agnostic-rt bench --append BENCHMARKS.md
+	$(PYTHON) -m agnostic_rt.cli bench --append BENCHMARKS.md
