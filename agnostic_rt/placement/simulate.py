@@ -163,6 +163,7 @@ def _run(name: str, trace: Trace, job: SimJob, choose: Chooser, checkpoint_on_no
     loc: Offer | None = None
     since_move = math.inf
     since_ckpt = 0.0
+    started = False
     t0 = ticks[0][0]
     i = 0
     while True:
@@ -174,7 +175,6 @@ def _run(name: str, trace: Trace, job: SimJob, choose: Chooser, checkpoint_on_no
         if t - t0 > max_hours:
             break
         offers = _offers(snap, od_fallback)
-        preempted = None
         if loc is not None and loc.spot and not snap[(loc.cloud, loc.region, loc.accelerator)].available:
             res.preemptions += 1
             if checkpoint_on_notice:  # the notice (>= 30 s) lets us checkpoint at the next step boundary
@@ -182,17 +182,17 @@ def _run(name: str, trace: Trace, job: SimJob, choose: Chooser, checkpoint_on_no
             res.lost_work_h += progress - saved
             progress = saved
             res.events.append((t - t0, "preempted", str(loc)))
-            preempted, loc = loc, None
+            loc = None
         # After a preemption there is no current machine: every choice is a move (and priced so).
         nxt = choose(t, offers, loc, since_move, job.gpu_hours - progress)
         if nxt is not None and (loc is None or nxt.key != loc.key):
-            if loc is not None or preempted is not None:
+            if started:
                 res.moves += 1
             saved = progress  # a chosen move checkpoints first; a relaunch resumes from `saved`
             overhead_left = job.move_hours(nxt.accelerator)
             since_move, since_ckpt = 0.0, 0.0
-            res.events.append((t - t0, "start" if res.timeline == [] else "move", str(nxt)))
-            loc = nxt
+            res.events.append((t - t0, "move" if started else "start", str(nxt)))
+            loc, started = nxt, True
         if loc is not None:
             state = snap[(loc.cloud, loc.region, loc.accelerator)]
             price = (state.spot_price if loc.spot else loc.price_per_hour) * job.gpus
