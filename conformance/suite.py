@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -228,7 +227,7 @@ class Suite:
                 self.run_migration(runs)
         self.report.finished = time.time()
         if cfg.collect_expect:
-            for target, exp in self.expectations.items():
+            for exp in self.expectations.values():
                 entries = exp.collect(self.report.results)
                 if entries != exp.entries or exp.path is None or not exp.path.exists():
                     path = exp.write(entries, cfg.expect_dir)
