@@ -38,14 +38,7 @@ from typing import Any
 import fsspec
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 from fsspec.implementations.local import LocalFileSystem
-from torch.distributed.checkpoint.state_dict import (
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
 
 from .state import TrainingState, capture_rng, from_blob, restore_rng, to_blob, unwrap_model
 
@@ -173,6 +166,14 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _dcp() -> Any:
+    """torch.distributed.checkpoint, imported on first use (it costs seconds at ``import agnostic_rt``)."""
+    import torch.distributed.checkpoint as dcp
+    import torch.distributed.checkpoint.state_dict  # noqa: F401  (makes dcp.state_dict an attribute)
+
+    return dcp
+
+
 # ---- distributed helpers -------------------------------------------------------------------------
 
 _GROUP: Any = None
@@ -213,8 +214,13 @@ def _source() -> dict[str, Any]:
     return {"vendor": here.vendor, "arch": here.arch, "name": here.name, "target": here.target.name}
 
 
+def _grads(model: Any) -> dict[str, torch.Tensor]:
+    return {k: p.grad for k, p in unwrap_model(model).named_parameters() if p.grad is not None}
+
+
 def _components(state: TrainingState) -> dict[str, Any]:
     return {
+        "grads": {n: sorted(_grads(m)) for n, m in state.models.items()},
         "models": sorted(state.models), "optimizers": sorted(state.optimizers),
         "schedulers": sorted(state.schedulers), "scaler": state.scaler is not None,
         "data": state.data is not None,
@@ -225,10 +231,11 @@ def _save_dict(state: TrainingState, rank: int) -> dict[str, Any]:
     """The nested dict DCP writes: tensors stay tensors (sharded ones reshard); the rest are blobs.
     RNG and data position are per rank; everything else is replicated."""
     sd: dict[str, Any] = {
-        "models": {n: get_model_state_dict(unwrap_model(m)) for n, m in state.models.items()},
+        "models": {n: _dcp().state_dict.get_model_state_dict(unwrap_model(m)) for n, m in state.models.items()},
         "optimizers": {
-            n: get_optimizer_state_dict(unwrap_model(state.owner_of(o)), o) for n, o in state.optimizers.items()
+            n: _dcp().state_dict.get_optimizer_state_dict(unwrap_model(state.owner_of(o)), o) for n, o in state.optimizers.items()
         },
+        "grads": {n: _grads(m) for n, m in state.models.items()},
         "schedulers": {n: to_blob(s.state_dict()) for n, s in state.schedulers.items()},
         "progress": to_blob({"step": state.step, "epoch": state.epoch}),
         "rng": {f"rank{rank}": to_blob(capture_rng())},
@@ -342,7 +349,7 @@ def _write_and_commit(
     if world > 1:
         dist.barrier(group=_group())
     if store.local:
-        writer = dcp.FileSystemWriter(workdir, sync_files=True, single_file_per_rank=True, thread_count=1)
+        writer = _dcp().FileSystemWriter(workdir, sync_files=True, single_file_per_rank=True, thread_count=1)
     else:
         from torch.distributed.checkpoint._fsspec_filesystem import FsspecWriter
 
@@ -350,7 +357,7 @@ def _write_and_commit(
     error = None
     try:
         with _quiet():
-            dcp.save(sd, storage_writer=writer, process_group=_group())
+            _dcp().save(sd, storage_writer=writer, process_group=_group())
         if rank == 0:
             _commit(store, workdir, final, manifest, keep_last)
     except Exception as exc:  # every rank must learn that the commit failed
@@ -498,11 +505,17 @@ def load(state: TrainingState | Mapping[str, Any], uri: str | os.PathLike) -> Ch
     saved = reader.read_metadata().state_dict_metadata
     _check_components(ts, ckpt, saved)
 
-    sd: dict[str, Any] = {"models": {n: get_model_state_dict(unwrap_model(m)) for n, m in ts.models.items()}}
+    sd: dict[str, Any] = {"models": {n: _dcp().state_dict.get_model_state_dict(unwrap_model(m)) for n, m in ts.models.items()}}
     _check_shapes(sd, saved, ckpt)
     sd["optimizers"] = {
-        n: get_optimizer_state_dict(unwrap_model(ts.owner_of(o)), o) for n, o in ts.optimizers.items()
+        n: _dcp().state_dict.get_optimizer_state_dict(unwrap_model(ts.owner_of(o)), o) for n, o in ts.optimizers.items()
     }
+    saved_grads = ckpt.manifest.get("components", {}).get("grads", {})
+    sd["grads"] = {}
+    for n, m in ts.models.items():
+        params = dict(unwrap_model(m).named_parameters())
+        sd["grads"][n] = {k: params[k].grad if params[k].grad is not None else torch.empty_like(params[k])
+                          for k in saved_grads.get(n, []) if k in params}
     sd["schedulers"] = dict.fromkeys(ts.schedulers, b"")
     sd["progress"] = b""
     sd["extra"] = {"objects": b"", "tensors": _extra_tensors(ts, saved)}
@@ -513,18 +526,25 @@ def load(state: TrainingState | Mapping[str, Any], uri: str | os.PathLike) -> Ch
     if ts.data is not None:
         sd["data"] = {_rank_key(saved, "data", rank): b""}
     with _quiet():
-        dcp.load(sd, storage_reader=reader, process_group=_group())
+        _dcp().load(sd, storage_reader=reader, process_group=_group())
 
     for n, m in ts.models.items():
-        set_model_state_dict(unwrap_model(m), sd["models"][n])
+        _dcp().state_dict.set_model_state_dict(unwrap_model(m), sd["models"][n])
+    for n, m in ts.models.items():
+        for k, p in unwrap_model(m).named_parameters():
+            p.grad = sd["grads"][n].get(k)  # the checkpoint is the truth: no saved grad means None
     for n, o in ts.optimizers.items():
-        set_optimizer_state_dict(unwrap_model(ts.owner_of(o)), o, sd["optimizers"][n])
+        _dcp().state_dict.set_optimizer_state_dict(unwrap_model(ts.owner_of(o)), o, sd["optimizers"][n])
     for n, s in ts.schedulers.items():
         s.load_state_dict(from_blob(sd["schedulers"][n]))
     if ts.scaler is not None:
         ts.scaler.load_state_dict(from_blob(sd["scaler"]))
     if ts.data is not None:
         ts.data.load_state_dict(from_blob(next(iter(sd["data"].values()))))
+        # A DataLoader draws a base seed from torch's global RNG whenever it makes an iterator. Asking
+        # for its state makes StatefulDataLoader build the resumed iterator now, before the RNG is
+        # restored below, and hand that same iterator to the user's next iter(): no extra draw.
+        ts.data.state_dict()
     progress = from_blob(sd["progress"])
     ts.step, ts.epoch = int(progress["step"]), int(progress["epoch"])
     ts.extra.update(from_blob(sd["extra"]["objects"]))
@@ -551,7 +571,7 @@ def _extra_tensors(ts: TrainingState, saved: Mapping[str, Any]) -> dict[str, tor
 def _reader(uri: str) -> Any:
     store = _Store(uri)
     if store.local:
-        return dcp.FileSystemReader(store.root)
+        return _dcp().FileSystemReader(store.root)
     from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
 
     return FsspecReader(uri)
