@@ -141,6 +141,19 @@ def build_hiprtc(arch: str) -> tuple[str, str, float | None]:
     return "pass", f"code object {size} bytes", None
 
 
+def kernel_check(target: str) -> Result:
+    """The canary check for one kernel-tier target: "triton-interpreter" or a BUILD_TARGETS name."""
+    base = dict(tier="kernel", target=target, case="canary.fused_add_gelu", dtype="float32")
+    if target == "triton-interpreter":
+        return _timed(base, "interpret", interpret_canary)
+    family, arch = next((f, a) for n, f, a in BUILD_TARGETS if n == target)
+    if family in ("cuda", "hip"):
+        return _timed(base, "build", lambda: build_triton(family, arch))
+    if family == "nvrtc":
+        return _timed(base, "build", lambda: build_nvrtc(arch))
+    return _timed(base, "build", lambda: build_hiprtc(arch))
+
+
 def run_kernel_tier(report_add: Callable[[Result], Any], notes: list[TierNote]) -> None:
     """Run the kernel tier, adding its results through ``report_add``."""
     kernels = generated_kernels()
@@ -148,16 +161,7 @@ def run_kernel_tier(report_add: Callable[[Result], Any], notes: list[TierNote]) 
         why = ("the backend exposes no kernel enumeration yet (agnostic_rt.backends.generated_kernels)"
                if kernels is None else "the op and model tiers generated no kernels on the interpreted targets")
         notes.append(TierNote("kernel", "*", "no generated kernels", why + "; only toolchain canaries ran"))
-    else:
-        for k in kernels:  # pragma: no cover - wired when the generator lands
-            notes.append(TierNote("kernel", "*", "not wired", f"generated kernel {getattr(k, 'name', k)} not yet checked"))
-    report_add(_timed(dict(tier="kernel", target="triton-interpreter", case="canary.fused_add_gelu", dtype="float32"),
-                      "interpret", interpret_canary))
-    for name, family, arch in BUILD_TARGETS:
-        base = dict(tier="kernel", target=name, case="canary.fused_add_gelu", dtype="float32")
-        if family in ("cuda", "hip"):
-            report_add(_timed(base, "build", lambda f=family, a=arch: build_triton(f, a)))
-        elif family == "nvrtc":
-            report_add(_timed(base, "build", lambda a=arch: build_nvrtc(a)))
-        else:
-            report_add(_timed(base, "build", lambda a=arch: build_hiprtc(a)))
+    else:  # pragma: no cover - wired when the generator lands
+        notes.append(TierNote("kernel", "*", "not wired", f"{len(kernels)} generated kernels found but not yet checked"))
+    for target in ["triton-interpreter"] + [n for n, _, _ in BUILD_TARGETS]:
+        report_add(kernel_check(target))

@@ -140,43 +140,49 @@ class Suite:
                     torch._dynamo.reset()
                 self.progress.step(task, case.name)
 
-    def run_models(self, runs: list[TargetRun]) -> None:
+    def model_cases(self, run: TargetRun) -> list[tuple[str, str]]:
+        """(zoo model, check) pairs the level's plan runs on ``run``."""
+        plan = QUICK_MODELS if self.config.level == "quick" else FULL_MODELS
+        return [(m, c) for m, c in plan[run.mode] if not self.config.models or m in self.config.models]
+
+    def check_model_case(self, run: TargetRun, name: str, check: str) -> Result:
+        """One model-tier case: "inference", "training" or "train-curve" of zoo model ``name`` on ``run``."""
         from . import models, zoo
 
-        plan = QUICK_MODELS if self.config.level == "quick" else FULL_MODELS
+        t0 = time.perf_counter()
+        base = dict(tier="model", target=run.name, case=name, dtype="float32", check=check)
+        compiled = None
+        if self.config.compile_fn is not None:
+            compiled = self.config.compile_fn(zoo.get(name).build().to(run.device), run)
+        try:
+            if check == "train-curve":
+                cc = models.check_training_curve(zoo.get(name), steps=CURVE_STEPS[self.config.level],
+                                                 options=dict(run.options), device=run.device, compiled_model=compiled)
+                res = cc.result
+                r = Result(**base, status="pass" if cc.passed else "fail",
+                           error_ratio=res.compiled_error / max(res.bound, 1e-30), abs_error=res.compiled_error,
+                           sample=f"loss curve, {cc.steps} steps", message=str(res),
+                           extra={"compiled": cc.compiled, "eager": cc.eager, "fp64": cc.ref64})
+            else:
+                mc = models.check_model(zoo.get(name), training=check == "training", options=dict(run.options),
+                                        device=run.device, compiled_model=compiled)
+                where, res = mc.worst()
+                r = Result(**base, status="pass" if mc.passed else "fail",
+                           error_ratio=res.compiled_error / max(res.bound, 1e-30), abs_error=res.compiled_error,
+                           sample=where, message=str(res), extra={"tensors": len(mc.results)})
+        except Exception as exc:  # noqa: BLE001 - the backend must never crash a model eager runs
+            r = Result(**base, status="fail", error_ratio=float("inf"),
+                       message=f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:600])
+        r.seconds = time.perf_counter() - t0
+        torch._dynamo.reset()
+        return r
+
+    def run_models(self, runs: list[TargetRun]) -> None:
         for run in runs:
-            cases = [(m, c) for m, c in plan[run.mode] if not self.config.models or m in self.config.models]
+            cases = self.model_cases(run)
             task = self.progress.task(f"model tier: {run.name}", len(cases))
             for name, check in cases:
-                t0 = time.perf_counter()
-                base = dict(tier="model", target=run.name, case=name, dtype="float32", check=check)
-                compiled = None
-                if self.config.compile_fn is not None:
-                    compiled_base = zoo.get(name).build().to(run.device)
-                    compiled = self.config.compile_fn(compiled_base, run)
-                try:
-                    if check == "train-curve":
-                        cc = models.check_training_curve(zoo.get(name), steps=CURVE_STEPS[self.config.level],
-                                                         options=dict(run.options), device=run.device,
-                                                         compiled_model=compiled)
-                        res = cc.result
-                        r = Result(**base, status="pass" if cc.passed else "fail",
-                                   error_ratio=res.compiled_error / max(res.bound, 1e-30), abs_error=res.compiled_error,
-                                   sample=f"loss curve, {cc.steps} steps", message=str(res),
-                                   extra={"compiled": cc.compiled, "eager": cc.eager, "fp64": cc.ref64})
-                    else:
-                        mc = models.check_model(zoo.get(name), training=check == "training", options=dict(run.options),
-                                                device=run.device, compiled_model=compiled)
-                        where, res = mc.worst()
-                        r = Result(**base, status="pass" if mc.passed else "fail",
-                                   error_ratio=res.compiled_error / max(res.bound, 1e-30), abs_error=res.compiled_error,
-                                   sample=where, message=str(res), extra={"tensors": len(mc.results)})
-                except Exception as exc:  # noqa: BLE001 - the backend must never crash a model eager runs
-                    r = Result(**base, status="fail", error_ratio=float("inf"),
-                               message=f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:600])
-                r.seconds = time.perf_counter() - t0
-                self.add(r)
-                torch._dynamo.reset()
+                self.add(self.check_model_case(run, name, check))
                 self.progress.step(task, f"{name} {check}")
 
     def run_kernels(self) -> None:
