@@ -26,12 +26,22 @@ _LIBRARY_OPS = (
     aten.native_dropout, aten.bernoulli, aten.rand_like, aten.randn_like,
 )
 
+# Composites that core ATen leaves whole but a kernel generator fuses better from their pieces.
+_FUSED_COMPOSITES = (
+    aten._softmax, aten._log_softmax, aten._softmax_backward_data, aten._log_softmax_backward_data,
+    aten.native_layer_norm, aten.native_layer_norm_backward, aten._native_batch_norm_legit_functional,
+    aten._native_batch_norm_legit_no_training, aten.native_batch_norm_backward,
+)
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def _generated_table() -> dict[torch._ops.OpOverload, Callable]:
-    from torch._decomp import core_aten_decompositions
+    from torch._decomp import core_aten_decompositions, get_decompositions
 
     table = dict(core_aten_decompositions())
+    # Core ATen keeps these composites, but their pieces (var_mean, amax, exp, sum, ...) fuse into one
+    # or two generated kernels, so the generated targets decompose them too.
+    table.update(get_decompositions(_FUSED_COMPOSITES))
     for packet in _LIBRARY_OPS:
         for name in packet.overloads():
             table.pop(getattr(packet, name), None)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import networkx as nx
 import torch.fx as fx
 
 log = logging.getLogger("agnostic_rt.program")
@@ -23,43 +24,64 @@ class ProgramStats:
     aten: int = 0  # nodes run node by node through ATen
     kernel_nodes: int = 0  # graph nodes covered by generated kernels
     fallback_ops: dict[str, int] = field(default_factory=dict)
+    coverage: dict = field(default_factory=dict)  # passes.partition.coverage(): generated / views / fallback
 
 
 def build_program(gm: fx.GraphModule, groups: Sequence, kernels: dict[int, Callable]) -> fx.GraphModule:
     """Rewrite ``gm`` so each group in ``kernels`` (group index -> launcher) runs as one call.
 
-    Groups without a launcher keep their nodes. A kernel call is placed where the group's last
-    node was; the partitioner guarantees nothing between a group's first and last node reads a
-    group output (its groups are convex in graph order).
+    Groups without a launcher keep their nodes. Units (a kernel call, or one kept node) are emitted
+    in a topological order of the contracted graph, ties broken by original position (a kernel at
+    its last node's place), so a group need not be convex in graph order: a node between its first
+    and last member that reads a group output simply runs after the kernel.
     """
+    from agnostic_rt.passes.partition import coverage
+
     stats = ProgramStats()
     owner: dict[fx.Node, int] = {}
     for gi, group in enumerate(groups):
-        for n in group.nodes:
-            owner[n] = gi
         if gi in kernels:
+            for n in group.nodes:
+                owner[n] = gi
             stats.kernels += 1
             stats.kernel_nodes += len(group.nodes)
         elif group.kind == "library":
             stats.library += 1
         else:
             stats.aten += len(group.nodes)
+    stats.coverage = coverage(list(groups), set(kernels))
+    stats.fallback_ops = dict(stats.coverage["fallback_ops"])
     if not kernels:
         gm.meta["agnostic_stats"] = stats
         return gm
 
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    unit_of = {n: ("k", owner[n]) if n in owner else ("n", n) for n in gm.graph.nodes}
+    dag = nx.DiGraph()
+    pos: dict = {}
+    for n in gm.graph.nodes:
+        u = unit_of[n]
+        pos[u] = max(pos.get(u, -1), order[n])
+        dag.add_node(u)
+        for i in n.all_input_nodes:
+            if unit_of[i] != u:
+                dag.add_edge(unit_of[i], u)
+    # Placeholders first and the output last, whatever the tie-breaking does.
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            pos[unit_of[n]] = -1_000_000 + order[n]
+        elif n.op == "output":
+            pos[unit_of[n]] = 10**12
+
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
-    last_of = {gi: groups[gi].nodes[-1] for gi in kernels}
-    for node in gm.graph.nodes:
-        gi = owner.get(node)
-        if gi is None or gi not in kernels:
+    for u in nx.lexicographical_topological_sort(dag, key=lambda u: pos[u]):
+        if u[0] == "n":
+            node = u[1]
             env[node] = graph.node_copy(node, lambda n: env[n])
             continue
-        if node is not last_of[gi]:
-            continue
-        group = groups[gi]
-        call = graph.call_function(kernels[gi], tuple(env[i] for i in group.inputs))
+        group = groups[u[1]]
+        call = graph.call_function(kernels[u[1]], tuple(env[i] for i in group.inputs))
         for k, out in enumerate(group.outputs):
             env[out] = graph.call_function(_getitem, (call, k))
             env[out].meta = dict(out.meta)

@@ -11,5 +11,10 @@ __all__ = ["for_target", "AtenBackend"]
 
 
 def for_target(target: Target, options: Options):
-    """The backend that compiles groups for ``target``: ATen on the CPU."""
+    """The backend that compiles groups for ``target``: ATen on the CPU, Triton on NVIDIA and AMD GPUs
+    (also in interpret mode, where the GPU kernels run through the Triton interpreter on CPU tensors)."""
+    if target.generates_kernels:
+        from .triton_backend import TritonBackend
+
+        return TritonBackend(target, options)
     return AtenBackend(target)

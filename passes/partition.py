@@ -1,10 +1,29 @@
-"""Partition an ATen graph into groups: generated kernels, vendor-library calls, ATen fallbacks."""
+"""Partition an ATen graph into groups: generated kernels, vendor-library calls, ATen fallbacks.
+
+On a target that generates kernels, pointwise ops, views and reductions are fused greedily in graph
+order: a node joins the group of one of its producers when
+
+* the group's iteration space admits it: a pointwise group of N elements takes nodes of N elements;
+  a reduction group over ``x`` rows of ``r`` elements takes reductions with the same ``(x, r)`` and
+  nodes of ``x * r`` (full rows) or ``x`` (one value per row) elements;
+* no path leaves the group and comes back into it through the new node (which would make the
+  contracted graph cyclic): every node carries the set of groups upstream of it;
+* the lowering accepts the grown group (a trial lowering; it rejects e.g. a row result read at
+  another row).
+
+Matmul, convolution and attention go to the vendor library through ATen; random, in-place and
+unknown ops run through ATen node by node (logged at debug level with the op name). Views left
+outside every kernel stay ATen views (metadata only, no copy).
+"""
 
 from __future__ import annotations
 
 import logging
+import operator
+from collections import Counter
 from dataclasses import dataclass, field
 
+import networkx as nx
 import torch
 import torch.fx as fx
 
@@ -49,15 +68,241 @@ def packet_of(node: fx.Node):
 
 
 def partition(gm: fx.GraphModule, target: Target) -> list[Group]:
-    """Split ``gm`` into groups in graph order.
+    """Split ``gm`` into groups, ordered by their first node.
 
     On a target that runs everything through ATen, every node is its own ATen group: the program
     inlines them, so there is nothing to gain from grouping.
     """
-    groups: list[Group] = []
-    for node in gm.graph.nodes:
-        if node.op != "call_function":
-            continue
-        kind = LIBRARY if packet_of(node) in LIBRARY_OPS else ATEN
-        groups.append(Group(kind, [node], inputs=list(node.all_input_nodes), outputs=[node]))
-    return groups
+    if not target.generates_kernels:
+        groups: list[Group] = []
+        for node in gm.graph.nodes:
+            if node.op != "call_function":
+                continue
+            kind = LIBRARY if packet_of(node) in LIBRARY_OPS else ATEN
+            groups.append(Group(kind, [node], inputs=list(node.all_input_nodes), outputs=[node]))
+        return groups
+    return FusionPartitioner(gm).run()
+
+
+def _is_impure(node: fx.Node) -> bool:
+    schema = getattr(node.target, "_schema", None)
+    if schema is not None and schema.is_mutable:
+        return True
+    return packet_of(node) in (aten.bernoulli, aten.native_dropout, aten.rand, aten.randn, aten.rand_like,
+                               aten.randn_like, aten.randint, torch.ops.prims.inductor_random)
+
+
+class FusionPartitioner:
+    """Greedy producer-consumer fusion (see the module docstring for the legality rules)."""
+
+    def __init__(self, gm: fx.GraphModule):
+        from agnostic_rt.backends import lowering
+
+        self.low = lowering
+        self.gm = gm
+        self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
+        self.gid: dict[fx.Node, int] = {}
+        self.members: dict[int, list[fx.Node]] = {}
+        self.space: dict[int, tuple] = {}  # ("p", numel) or ("r", xnumel, rnumel)
+        self.anc: dict[fx.Node, frozenset[int]] = {}
+        self._next = 0
+
+    # -- classification
+    def fusible(self, node: fx.Node) -> bool:
+        if node.op != "call_function" or packet_of(node) in LIBRARY_OPS or _is_impure(node):
+            return False
+        return self.low.is_lowerable(node)
+
+    def node_space(self, node: fx.Node):
+        red = self.low.reduction_space(node)
+        if red is not None:
+            return ("r", *red)
+        val = node.meta.get("val")
+        if isinstance(val, (tuple, list)):
+            return None  # split / unbind: free, constrained through their getitems
+        return ("p", self.low.numel_of(node))
+
+    @staticmethod
+    def merge_space(group_space, node_space):
+        """The group's space with the node in it, or None when they do not fit one kernel."""
+        if node_space is None:
+            return group_space
+        if group_space[0] == "p" and node_space[0] == "p":
+            return group_space if group_space[1] == node_space[1] else None
+        if group_space[0] == "p":  # a reduction joins a pointwise group of full rows
+            return node_space if group_space[1] == node_space[1] * node_space[2] else None
+        if node_space[0] == "r":
+            return group_space if node_space[1:] == group_space[1:] else None
+        x, r = group_space[1], group_space[2]
+        return group_space if node_space[1] in (x * r, x) else None
+
+    # -- the pass
+    def run(self) -> list[Group]:
+        for node in self.gm.graph.nodes:
+            ins = node.all_input_nodes
+            up = frozenset().union(*(self.anc.get(i, frozenset()) | (
+                {self.gid[i]} if i in self.gid else set()) for i in ins)) if ins else frozenset()
+            if node.op == "call_function" and self.fusible(node):
+                self.place(node)
+            elif node.op == "call_function":
+                log.debug("ATen node %s (%s)", node.name, node.target)
+            self.anc[node] = up
+        self.peel_views()
+        return self.groups()
+
+    def place(self, node: fx.Node) -> None:
+        space = self.node_space(node)
+        if packet_of(node) is operator.getitem:
+            src = node.args[0]
+            if src in self.gid:  # a tuple element joins its producer, whatever its size
+                self.join(node, self.gid[src], self.space[self.gid[src]])
+            return
+        cands = []
+        for i in node.all_input_nodes:
+            g = self.gid.get(i)
+            if g is not None and g not in cands:
+                cands.append(g)
+        for g in cands:
+            merged = self.merge_space(self.space[g], space)
+            if merged is None or self.creates_cycle(node, g):
+                continue
+            if self.trial(self.members[g] + [node]):
+                self.join(node, g, merged)
+                return
+        if space is None and not cands:
+            return  # a lone split/unbind of a non-kernel value: an ATen view
+        if space is None:
+            return
+        if self.trial([node]):
+            g = self._next
+            self._next += 1
+            self.members[g] = []
+            self.join(node, g, space)
+        else:
+            log.debug("ATen node %s (%s): not lowerable alone", node.name, node.target)
+
+    def join(self, node: fx.Node, g: int, space) -> None:
+        self.gid[node] = g
+        self.members[g].append(node)
+        self.space[g] = space
+
+    def creates_cycle(self, node: fx.Node, g: int) -> bool:
+        # A cycle through ``g`` would need an input of ``node`` outside ``g`` that depends on ``g``.
+        return any(self.gid.get(i) != g and g in self.anc.get(i, ()) for i in node.all_input_nodes)
+
+    def io(self, nodes: list[fx.Node]) -> tuple[list[fx.Node], list[fx.Node]]:
+        inside = set(nodes)
+        inputs: list[fx.Node] = []
+        outputs: list[fx.Node] = []
+        for n in nodes:
+            for i in n.all_input_nodes:
+                if i not in inside and i not in inputs:
+                    inputs.append(i)
+            if any(u not in inside for u in n.users):
+                outputs.append(n)
+        return inputs, outputs
+
+    def trial(self, nodes: list[fx.Node]) -> bool:
+        inputs, outputs = self.io(nodes)
+        # Tuple values (split, var_mean) are never stored whole: their getitems are.
+        outputs = [o for o in outputs if not isinstance(o.meta.get("val"), (tuple, list))]
+        if not outputs:
+            return True  # only a tuple so far; its getitems decide
+        try:
+            self.low.lower_group(nodes, inputs, outputs)
+            return True
+        except (self.low.Unsupported, self.low.Unfusable) as e:
+            log.debug("not fused: %s: %s", nodes[-1].target, e)
+            return False
+        except Exception as e:  # a lowering bug: keep the node out rather than fail the compile
+            log.warning("trial lowering failed at %s: %r", nodes[-1].target, e)
+            return False
+
+    def peel_views(self) -> None:
+        """Views whose every user is outside their group run as ATen views on the stored value."""
+        changed = True
+        while changed:
+            changed = False
+            for g, nodes in self.members.items():
+                for n in list(reversed(nodes)):
+                    if packet_of(n) not in self.low.VIEW_OPS or packet_of(n) is operator.getitem:
+                        continue
+                    if any(self.gid.get(u) == g for u in n.users):
+                        continue
+                    if isinstance(n.meta.get("val"), (tuple, list)):
+                        continue
+                    nodes.remove(n)
+                    del self.gid[n]
+                    changed = True
+        for g, nodes in list(self.members.items()):
+            real = [n for n in nodes if packet_of(n) not in self.low.VIEW_OPS]
+            if not real:
+                for n in nodes:
+                    del self.gid[n]
+                del self.members[g]
+
+    def groups(self) -> list[Group]:
+        out: list[Group] = []
+        seen: set[int] = set()
+        for node in self.gm.graph.nodes:
+            if node.op != "call_function":
+                continue
+            g = self.gid.get(node)
+            if g is None:
+                kind = LIBRARY if packet_of(node) in LIBRARY_OPS else ATEN
+                out.append(Group(kind, [node], inputs=list(node.all_input_nodes), outputs=[node]))
+                continue
+            if g in seen:
+                continue
+            seen.add(g)
+            nodes = sorted(self.members[g], key=self.order.__getitem__)
+            inputs, outputs = self.io(nodes)
+            out.append(Group(KERNEL, nodes, inputs=inputs, outputs=outputs))
+        _check_acyclic(out)
+        return out
+
+
+def _check_acyclic(groups: list[Group]) -> None:
+    """The contracted graph must be a DAG (build_program orders units topologically)."""
+    unit = {n: k for k, g in enumerate(groups) for n in g.nodes}
+    dag = nx.DiGraph()
+    dag.add_nodes_from(range(len(groups)))
+    for k, g in enumerate(groups):
+        for i in g.inputs:
+            if i in unit and unit[i] != k:
+                dag.add_edge(unit[i], k)
+    if not nx.is_directed_acyclic_graph(dag):
+        raise AssertionError("partition produced a cyclic group graph; this is a bug in passes/partition.py")
+
+
+def coverage(groups: list[Group], compiled: set[int] | None = None) -> dict:
+    """How the graph's ops are run: generated kernels, library calls, ATen views, ATen fallbacks.
+
+    ``compiled``: the indices of kernel groups that got a launcher (default: every kernel group).
+    ``getitem`` is not an op and is not counted.
+    """
+    from agnostic_rt.backends.lowering import VIEW_OPS
+
+    counts = Counter()
+    fallback: Counter = Counter()
+    for k, g in enumerate(groups):
+        ran = g.kind == KERNEL and (compiled is None or k in compiled)
+        for n in g.nodes:
+            if packet_of(n) is operator.getitem:
+                continue
+            if ran:
+                counts["generated"] += 1
+            elif packet_of(n) in LIBRARY_OPS:
+                counts["library"] += 1
+            elif packet_of(n) in VIEW_OPS:
+                counts["views"] += 1
+            else:
+                counts["fallback"] += 1
+                fallback[str(n.target)] += 1
+    compute = counts["generated"] + counts["fallback"]
+    return {
+        "generated": counts["generated"], "fallback": counts["fallback"], "views": counts["views"],
+        "library": counts["library"],
+        "generated_share": counts["generated"] / compute if compute else 1.0,
+        "fallback_ops": dict(fallback.most_common()),
+    }

@@ -1,0 +1,438 @@
+"""Lowering: a fused group of ATen FX nodes -> one :class:`KernelIR`.
+
+Each value is lowered *functionally*: a :class:`TensorValue` knows its shape and dtype and can
+produce the op-DAG node for its element at any multi-index (a list of index expressions). Pointwise
+ops compose their inputs' functions, views compose index maps, so views and broadcasts cost no
+memory traffic; only the group's inputs are loaded and only its outputs are stored.
+
+The kernel's iteration space comes from the group's first reduction: its input's non-reduced dims
+are ``x``, its reduced dims ``r``. A reduction value can be read only at the row being computed;
+anything else (a transposed read of a row result) raises :class:`Unfusable` and the partitioner
+keeps those nodes apart. What the table below does not know raises :class:`Unsupported`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+
+from .kernel_ir import (
+    Const,
+    IndexExpr,
+    IndirectIndex,
+    KernelBuilder,
+    KernelIR,
+    Var,
+    compute_dtype,
+    delinearize,
+    iadd,
+    imul,
+    linearize,
+)
+
+aten = torch.ops.aten
+prims = torch.ops.prims
+
+
+class Unsupported(Exception):
+    """The lowering has no rule for this node (it runs through ATen instead)."""
+
+
+class Unfusable(Exception):
+    """The nodes are each lowerable but not together in one kernel (iteration spaces disagree)."""
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    name = str(dtype).replace("torch.", "")
+    if name not in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8",
+                    "bool"):
+        raise Unsupported(f"dtype {name}")
+    return name
+
+
+def _meta(node) -> torch.Tensor:
+    val = node.meta.get("val") if isinstance(node, fx.Node) else None
+    if not isinstance(val, torch.Tensor):
+        raise Unsupported(f"{node} has no tensor metadata")
+    return val
+
+
+def _ints(seq) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in seq)
+    except Exception as e:  # symbolic sizes (SymInt) are not handled yet: ATen runs them
+        raise Unsupported(f"symbolic shape {tuple(seq)}") from e
+
+
+@dataclass
+class TensorValue:
+    """A lazily indexed tensor: ``fn(idx)`` emits the op for the element at multi-index ``idx``."""
+
+    shape: tuple[int, ...]
+    dtype: str  # the dtype ATen would hold it in
+    fn: Callable[[list[IndexExpr]], int]
+
+    def at(self, idx: Sequence[IndexExpr]) -> int:
+        return self.fn(list(idx))
+
+
+# ------------------------------------------------------------------------------------- op tables
+
+_UNARY = {
+    aten.neg: "neg", aten.abs: "abs", aten.exp: "exp", aten.exp2: "exp2", aten.expm1: "expm1",
+    aten.log: "log", aten.log2: "log2", aten.log1p: "log1p", aten.sqrt: "sqrt", aten.rsqrt: "rsqrt",
+    aten.tanh: "tanh", aten.erf: "erf", aten.sigmoid: "sigmoid", aten.sin: "sin", aten.cos: "cos",
+    aten.floor: "floor", aten.ceil: "ceil", aten.trunc: "trunc", aten.round: "round", aten.sign: "sign",
+    aten.reciprocal: "reciprocal", aten.logical_not: "logical_not", aten.bitwise_not: "bitwise_not",
+    aten.isnan: "isnan", aten.isinf: "isinf",
+}
+_FLOAT_UNARY = {"exp", "exp2", "expm1", "log", "log2", "log1p", "sqrt", "rsqrt", "tanh", "erf", "sigmoid",
+                "sin", "cos", "reciprocal"}
+_BINARY = {
+    aten.add: "add", aten.sub: "sub", aten.rsub: "rsub", aten.mul: "mul", aten.div: "truediv",
+    aten.pow: "pow", aten.maximum: "maximum", aten.minimum: "minimum", aten.remainder: "remainder",
+    aten.fmod: "fmod", aten.floor_divide: "floordiv",
+    aten.eq: "eq", aten.ne: "ne", aten.lt: "lt", aten.le: "le", aten.gt: "gt", aten.ge: "ge",
+    aten.bitwise_and: "bitwise_and", aten.bitwise_or: "bitwise_or", aten.bitwise_xor: "bitwise_xor",
+    aten.logical_and: "logical_and", aten.logical_or: "logical_or", aten.logical_xor: "ne",
+}
+_COMPARE = {"eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or"}
+_REDUCE = {aten.sum: "sum", aten.amax: "max", aten.amin: "min", aten.prod: "prod", aten.mean: "mean",
+           aten.argmax: "argmax", aten.argmin: "argmin", aten.var: "var", aten.var_mean: "var_mean",
+           aten.any: "any", aten.all: "all"}
+_VIEWS = {aten.view, aten._unsafe_view, aten.reshape, aten.permute, aten.transpose, aten.t, aten.expand,
+          aten.unsqueeze, aten.squeeze, aten.slice, aten.select, aten.alias, aten.split_with_sizes,
+          aten.split, aten.unbind, prims.view_of, aten.view_as}
+_COPIES = {aten.clone, aten.lift_fresh_copy, aten._to_copy, aten.copy, prims.convert_element_type,
+           aten.contiguous}
+_SOURCES = {aten.full, aten.scalar_tensor, aten.arange, prims.iota, aten.full_like, aten.zeros_like,
+            aten.ones_like, aten.zeros, aten.ones, aten.empty, aten.empty_like}
+_MISC = {aten.where, aten.clamp, aten.clamp_min, aten.clamp_max, aten.relu, aten.gelu, aten.silu, aten.cat,
+         aten.embedding, aten.gather, aten.index_select, aten.index, aten.constant_pad_nd,
+         aten.threshold_backward, aten.hardtanh, aten.leaky_relu, aten.masked_fill, aten.lerp, aten.addcmul,
+         aten.addcdiv, aten.sigmoid_backward, aten.tanh_backward, aten.gelu_backward, operator.getitem}
+
+#: Every op packet the lowering knows (the partitioner groups only these).
+LOWERABLE = frozenset(set(_UNARY) | set(_BINARY) | set(_REDUCE) | _VIEWS | _COPIES | _SOURCES | _MISC)
+REDUCTION_OPS = frozenset(_REDUCE)
+VIEW_OPS = frozenset(_VIEWS | {operator.getitem})
+
+
+def packet_of(node: fx.Node):
+    return getattr(node.target, "overloadpacket", node.target)
+
+
+def is_lowerable(node: fx.Node) -> bool:
+    """Whether ``node`` could run in a generated kernel (dtype and shape checks included)."""
+    if node.op != "call_function" or packet_of(node) not in LOWERABLE:
+        return False
+    vals = node.meta.get("val")
+    vals = vals if isinstance(vals, (tuple, list)) else [vals]
+    for v in vals:
+        if not isinstance(v, torch.Tensor):
+            return False
+        try:
+            dtype_name(v.dtype)
+            _ints(v.shape)
+        except Unsupported:
+            return False
+    if packet_of(node) is aten.index and len([i for i in node.args[1] if i is not None]) != 1:
+        return False
+    return True
+
+
+def reduction_space(node: fx.Node) -> tuple[int, int] | None:
+    """``(xnumel, rnumel)`` of a reduction node (None for anything else)."""
+    if packet_of(node) not in REDUCTION_OPS:
+        return None
+    shape, dims = _reduce_dims(node)
+    rnumel = math.prod(shape[d] for d in dims)
+    return math.prod(shape) // max(rnumel, 1) if rnumel else 0, rnumel
+
+
+def _reduce_dims(node: fx.Node) -> tuple[tuple[int, ...], list[int]]:
+    src = _ints(_meta(node.args[0]).shape)
+    p = packet_of(node)
+    if p in (aten.argmax, aten.argmin):
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        dims = [dim] if dim is not None else list(range(len(src)))
+    elif p in (aten.var, aten.var_mean):
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    else:
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        dims = list(range(len(src)))
+    if isinstance(dims, int):
+        dims = [dims]
+    nd = max(len(src), 1)
+    return src, sorted({d % nd for d in dims}) if src else []
+
+
+def numel_of(node: fx.Node) -> int:
+    val = node.meta.get("val")
+    if isinstance(val, (tuple, list)):
+        val = val[0]
+    return math.prod(_ints(val.shape))
+
+
+# ------------------------------------------------------------------------------------------ lowering
+
+
+class GroupLowering:
+    """Lower ``nodes`` (in graph order) with ``inputs`` read from memory and ``outputs`` written."""
+
+    def __init__(self, nodes: Sequence[fx.Node], inputs: Sequence[fx.Node], outputs: Sequence[fx.Node],
+                 name: str = "kernel"):
+        self.nodes = list(nodes)
+        self.inside = set(self.nodes)
+        self.b = KernelBuilder(name)
+        self.values: dict[fx.Node, object] = {}
+        self.masks: list[int] = []  # active load masks (cat / pad branches)
+        self.reductions: dict[fx.Node, object] = {}
+        self.input_nodes = list(inputs)
+        self.output_nodes = list(outputs)
+        self.input_strides: list[tuple[int, ...]] = []
+        self.space: tuple | None = None  # (full input shape, reduced dims) of the first reduction
+
+    # -- sizes
+    def sz(self, value: int) -> IndexExpr:
+        # Keyed by value: equal extents share one argument, so the source does not depend on which
+        # tensor an extent came from, only on the pattern of equalities.
+        return self.b.size(int(value), int(value))
+
+    # -- the kernel
+    def lower(self) -> KernelIR:
+        for i, node in enumerate(self.input_nodes):
+            val = _meta(node)
+            dt = dtype_name(val.dtype)
+            name = self.b.input(f"in{i}", dt)
+            strides = _ints(val.stride())
+            self.input_strides.append(strides)
+            self.values[node] = self._buffer_value(name, _ints(val.shape), strides, dt)
+        for node in self.nodes:
+            self.values[node] = self._lower_node(node)
+        first_red = next((n for n in self.nodes if packet_of(n) in REDUCTION_OPS), None)
+        if first_red is not None:
+            shape, dims = _reduce_dims(first_red)
+            self.space = (shape, dims)
+            xshape = [s for d, s in enumerate(shape) if d not in dims]
+            rshape = [shape[d] for d in dims]
+        else:
+            xshape, rshape = list(_ints(_meta_any(self.output_nodes[0]).shape)), []
+        self.xshape, self.rshape = tuple(xshape), tuple(rshape)
+        self.xvars = [Var(f"x{i}") for i in range(len(xshape))]
+        self.rvars = [Var(f"r{i}") for i in range(len(rshape))]
+        for k, node in enumerate(self.output_nodes):
+            val = _meta(node)
+            buf = self.b.output(f"out{k}", dtype_name(val.dtype))
+            shape, strides = _ints(val.shape), _ints(val.stride())
+            value = self.values[node]
+            if not isinstance(value, TensorValue):
+                raise Unsupported(f"output {node} is not a tensor value")
+            idx = self._output_index(shape)
+            v = value.at(idx)
+            addr: IndexExpr = Const(0)
+            for i, st, s in zip(idx, strides, shape):
+                if s != 1:
+                    addr = iadd(addr, imul(i, self.sz(st)))
+            self.b.store(buf, addr, v)
+        return self.b.build([self.sz(s) for s in xshape], [self.sz(s) for s in rshape])
+
+    def _output_index(self, shape: tuple[int, ...]) -> list[IndexExpr]:
+        n = math.prod(shape)
+        xn, rn = math.prod(self.xshape), math.prod(self.rshape)
+        if not self.rshape:
+            if shape == self.xshape:
+                return list(self.xvars)
+            if n != xn:
+                raise Unfusable(f"output of {n} elements in a pointwise kernel over {xn}")
+            return delinearize(linearize(self.xvars, [self.sz(s) for s in self.xshape]),
+                               [self.sz(s) for s in shape])
+        full_shape, dims = self.space
+        if shape == tuple(full_shape):
+            return self._full_index()
+        if shape == self.xshape:
+            return list(self.xvars)
+        keep = tuple(1 if d in dims else s for d, s in enumerate(full_shape))
+        if shape == keep:
+            it = iter(self.xvars)
+            return [Const(0) if d in dims else next(it) for d in range(len(full_shape))]
+        if n == xn * rn and rn > 1:
+            lin = linearize(self._full_index(), [self.sz(s) for s in full_shape])
+            return delinearize(lin, [self.sz(s) for s in shape])
+        if n == xn:
+            lin = linearize(self.xvars, [self.sz(s) for s in self.xshape])
+            return delinearize(lin, [self.sz(s) for s in shape])
+        raise Unfusable(f"output shape {shape} fits neither the rows {self.xshape} nor {tuple(full_shape)}")
+
+    def _full_index(self) -> list[IndexExpr]:
+        full_shape, dims = self.space
+        xs, rs = iter(self.xvars), iter(self.rvars)
+        return [next(rs) if d in dims else next(xs) for d in range(len(full_shape))]
+
+    def _buffer_value(self, name: str, shape, strides, dtype: str) -> TensorValue:
+        def fn(idx):
+            addr: IndexExpr = Const(0)
+            for i, st, s in zip(idx, strides, shape):
+                if s != 1 and st != 0:
+                    addr = iadd(addr, imul(i, self.sz(st)))
+            mask = self._mask()
+            return self.b.load(name, addr, mask=mask)
+        return TensorValue(tuple(shape), dtype, fn)
+
+    def _mask(self) -> int | None:
+        if not self.masks:
+            return None
+        m = self.masks[0]
+        for other in self.masks[1:]:
+            m = self.b.binary("logical_and", m, other, "bool")
+        return m
+
+    # -- nodes
+    def _arg(self, a) -> object:
+        if isinstance(a, fx.Node):
+            if a not in self.values:
+                raise Unsupported(f"{a} is neither an input nor in the group")
+            return self.values[a]
+        return a
+
+    def _lower_node(self, node: fx.Node):
+        p = packet_of(node)
+        if p not in LOWERABLE:
+            raise Unsupported(str(node.target))
+        if p is operator.getitem:
+            seq = self._arg(node.args[0])
+            if not isinstance(seq, (list, tuple)):
+                raise Unsupported("getitem of a non-tuple")
+            return seq[node.args[1]]
+        out = node.meta.get("val")
+        if p in _REDUCE:
+            return self._reduction(node, _REDUCE[p])
+        if p in _VIEWS:
+            from .lower_views import lower_view
+            return lower_view(self, node)
+        from .lower_ops import lower_op
+        return lower_op(self, node, out)
+
+    # -- reductions
+    def _reduction(self, node: fx.Node, kind: str):
+        src = self._arg(node.args[0])
+        if not isinstance(src, TensorValue):
+            raise Unsupported("reduction of a non-tensor")
+        shape, dims = _reduce_dims(node)
+        if self.space is None:
+            self.space = (shape, dims)
+            self._space_x = tuple(s for d, s in enumerate(shape) if d not in dims)
+            self._space_r = tuple(shape[d] for d in dims)
+        xshape = tuple(s for d, s in enumerate(shape) if d not in dims)
+        rshape = tuple(shape[d] for d in dims)
+        if math.prod(xshape) != math.prod(self._space_x) or math.prod(rshape) != math.prod(self._space_r):
+            raise Unfusable(f"reduction over {rshape} per {xshape} in a kernel over {self._space_r} per "
+                            f"{self._space_x}")
+        xv = [Var(f"x{i}") for i in range(len(self._space_x))]
+        rv = [Var(f"r{i}") for i in range(len(self._space_r))]
+        # This reduction's row index and reduced index, in terms of the kernel's loop variables.
+        xi = xv if xshape == self._space_x else delinearize(
+            linearize(xv, [self.sz(s) for s in self._space_x]), [self.sz(s) for s in xshape])
+        ri = rv if rshape == self._space_r else delinearize(
+            linearize(rv, [self.sz(s) for s in self._space_r]), [self.sz(s) for s in rshape])
+        xit, rit = iter(xi), iter(ri)
+        full = [next(rit) if d in dims else next(xit) for d in range(len(shape))]
+        saved, self.masks = self.masks, []
+        try:
+            results = self._reduce_values(node, kind, src, full, shape, dims)
+        finally:
+            self.masks = saved
+        out_vals = node.meta["val"]
+        outs = out_vals if isinstance(out_vals, (tuple, list)) else [out_vals]
+        keepdim = any(len(_ints(o.shape)) == len(shape) for o in outs) and len(shape) > 0 and \
+            len(_ints(outs[0].shape)) == len(shape)
+        values = []
+        for res, o in zip(results, outs):
+            oshape = _ints(o.shape)
+            values.append(TensorValue(oshape, dtype_name(o.dtype),
+                                      self._row_reader(res, xi, dims, keepdim, len(shape))))
+        return tuple(values) if isinstance(out_vals, (tuple, list)) else values[0]
+
+    def _row_reader(self, op: int, row: list[IndexExpr], dims, keepdim: bool, ndim: int):
+        def fn(idx):
+            got = [i for d, i in enumerate(idx) if d not in dims] if keepdim else list(idx)
+            if got != list(row):
+                raise Unfusable(f"a row result read at {got}, not at its own row {row}")
+            return op
+        return fn
+
+    def _reduce_values(self, node, kind, src: TensorValue, full, shape, dims) -> list[int]:
+        b = self.b
+        out_dtype = dtype_name(node.meta["val"][0].dtype if isinstance(node.meta["val"], (tuple, list))
+                               else node.meta["val"].dtype)
+        v = src.at(full)
+        n_r = math.prod(shape[d] for d in dims)
+        count = self._count(dims, shape)
+        if kind in ("sum", "prod", "max", "min"):
+            acc = compute_dtype(out_dtype)
+            if acc == "bool":
+                acc = "int32"
+            if out_dtype.startswith("int") and kind in ("sum", "prod"):
+                acc = "int64"
+            r = b.reduce(kind, b.cast(v, acc), acc)
+            return [r]
+        if kind in ("any", "all"):
+            r = b.reduce("max" if kind == "any" else "min", b.cast(b.cast(v, "bool"), "int32"), "int32")
+            return [b.cast(r, "bool")]
+        if kind in ("argmax", "argmin"):
+            return [b.reduce(kind, v, "int64")]
+        if kind == "mean":
+            acc = compute_dtype(out_dtype)
+            s = b.reduce("sum", b.cast(v, acc), acc)
+            return [b.binary("truediv", s, b.cast(count, acc), acc)]
+        if kind in ("var", "var_mean"):
+            correction = node.kwargs.get("correction")
+            if correction is None:
+                unbiased = node.args[2] if len(node.args) > 2 and isinstance(node.args[2], bool) else True
+                correction = 1 if unbiased else 0
+            acc = compute_dtype(out_dtype)
+            vf = b.cast(v, acc)
+            mean = b.binary("truediv", b.reduce("sum", vf, acc), b.cast(count, acc), acc)
+            d = b.binary("sub", vf, mean, acc)
+            ss = b.reduce("sum", b.binary("mul", d, d, acc), acc)
+            denom = b.binary("sub", b.cast(count, acc), b.const(float(correction), acc), acc)
+            denom = b.binary("maximum", denom, b.const(0.0, acc), acc)
+            var = b.binary("truediv", ss, denom, acc)
+            del n_r
+            return [var, mean] if kind == "var_mean" else [var]
+        raise Unsupported(f"reduction {kind}")
+
+    def _count(self, dims, shape) -> int:
+        expr: IndexExpr = Const(1)
+        for d in dims:
+            expr = imul(expr, self.sz(shape[d]))
+        return self.b.size_value(expr, "int64")
+
+
+def _meta_any(node: fx.Node) -> torch.Tensor:
+    val = node.meta.get("val")
+    if isinstance(val, (tuple, list)):
+        val = val[0]
+    if not isinstance(val, torch.Tensor):
+        raise Unsupported(f"{node} has no tensor metadata")
+    return val
+
+
+def lower_group(nodes: Sequence[fx.Node], inputs: Sequence[fx.Node], outputs: Sequence[fx.Node],
+                name: str = "kernel") -> KernelIR:
+    """Lower a group; raises :class:`Unsupported` or :class:`Unfusable` when it cannot be one kernel.
+
+    >>> ir = lower_group(group.nodes, group.inputs, group.outputs)   # doctest: +SKIP
+    """
+    return GroupLowering(nodes, inputs, outputs, name).lower()
+
+
+__all__ = ["GroupLowering", "TensorValue", "Unsupported", "Unfusable", "lower_group", "LOWERABLE",
+           "REDUCTION_OPS", "VIEW_OPS", "is_lowerable", "reduction_space", "numel_of", "packet_of",
+           "dtype_name", "IndirectIndex"]

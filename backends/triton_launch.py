@@ -1,0 +1,250 @@
+"""Launching generated Triton kernels: block-size candidates, autotuning by measurement, the disk cache.
+
+On a GPU the first launch of a kernel for a problem size times every candidate config (outputs are
+recomputed, inputs only read, so repeated launches are harmless) and keeps the fastest; the winner
+is written to ``<cache>/autotune/<source hash>.json`` under a key of (device arch, device name,
+driver/runtime and Triton versions, problem size), so the next process starts warm. Compiled
+binaries live in Triton's cache, pointed at ``<cache>/triton`` unless TRITON_CACHE_DIR is set; its
+key already holds the source hash, the target arch and the compiler versions.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from .registry import GeneratedKernel, cache_dir
+from .triton_emit import TritonKernelSource
+
+log = logging.getLogger("agnostic_rt.triton_launch")
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
+def candidate_configs(kernel: TritonKernelSource, xnumel: int, rnumel: int, interpret: bool) -> list[dict]:
+    """Configs to try, best guess first. Each: XBLOCK (, RBLOCK), num_warps."""
+    xp = _pow2(max(xnumel, 1))
+    if not kernel.constexprs or "RBLOCK" not in kernel.constexprs:
+        if interpret:  # fewer, larger programs: the interpreter pays per program, not per element
+            return [{"XBLOCK": min(xp, 8192), "num_warps": 4}]
+        cands = [(1024, 4), (512, 4), (2048, 8), (256, 4), (4096, 8)]
+        seen, out = set(), []
+        for xb, nw in cands:
+            xb = min(xb, max(xp, 128))
+            if (xb, nw) not in seen:
+                seen.add((xb, nw))
+                out.append({"XBLOCK": xb, "num_warps": nw})
+        return out
+    rp = _pow2(max(rnumel, 1))
+    if kernel.persistent:
+        budget = 16384 if interpret else 4096
+        xb = max(1, min(xp, budget // rp))
+        nw = 8 if rp >= 2048 else 4 if rp >= 256 else 2
+        first = {"XBLOCK": xb, "RBLOCK": rp, "num_warps": nw}
+        if interpret:
+            return [first]
+        out = [first]
+        for f in (2, 4):
+            if xb // f >= 1:
+                out.append({"XBLOCK": xb // f, "RBLOCK": rp, "num_warps": max(1, nw // (f // 2 or 1))})
+        out.append({"XBLOCK": max(1, min(xp, 1024 // rp)) if rp <= 1024 else 1, "RBLOCK": rp, "num_warps": nw})
+        return _dedupe(out)
+    if interpret:
+        return [{"XBLOCK": min(xp, 4), "RBLOCK": min(rp, 4096), "num_warps": 4}]
+    out = [{"XBLOCK": 1, "RBLOCK": 2048, "num_warps": 8}, {"XBLOCK": 1, "RBLOCK": 1024, "num_warps": 4},
+           {"XBLOCK": min(xp, 8), "RBLOCK": 512, "num_warps": 4}, {"XBLOCK": min(xp, 64), "RBLOCK": 64,
+                                                                  "num_warps": 4}]
+    return _dedupe(out)
+
+
+def _dedupe(cfgs: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for c in cfgs:
+        key = tuple(sorted(c.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+@functools.cache
+def device_key(device: str) -> str:
+    """What a tuned config depends on besides the kernel: the device and the software stack."""
+    import triton
+
+    parts = [f"triton{triton.__version__}", f"torch{torch.__version__}"]
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        arch = getattr(props, "gcnArchName", "") or f"sm_{props.major}{props.minor}"
+        parts += [arch.split(":")[0], props.name.replace(" ", "_"),
+                  f"hip{torch.version.hip}" if torch.version.hip else f"cuda{torch.version.cuda}"]
+        try:
+            parts.append(f"driver{torch.cuda.driver_version()}" if hasattr(torch.cuda, "driver_version") else "")
+        except Exception:  # not every build exposes it
+            pass
+    else:
+        parts.append(dev.type)
+    return "-".join(p for p in parts if p)
+
+
+class TuningCache:
+    """Winners on disk: one JSON file per kernel source, ``{device key: {size key: config}}``."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = (root or cache_dir()) / "autotune"
+
+    def _path(self, kernel: TritonKernelSource) -> Path:
+        return self.root / f"{hashlib.sha256(kernel.source.encode()).hexdigest()[:24]}.json"
+
+    def get(self, kernel: TritonKernelSource, dkey: str, skey: str) -> dict | None:
+        try:
+            data = json.loads(self._path(kernel).read_text())
+        except (OSError, ValueError):
+            return None
+        return data.get(dkey, {}).get(skey)
+
+    def put(self, kernel: TritonKernelSource, dkey: str, skey: str, cfg: dict) -> None:
+        path = self._path(kernel)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                data = {}
+            data.setdefault(dkey, {})[skey] = cfg
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError as e:  # a read-only cache must not stop a run
+            log.warning("could not write the tuning cache %s: %s", path, e)
+
+
+class KernelLauncher:
+    """Runs one generated kernel for one group: allocates outputs, passes sizes, launches.
+
+    Everything that depends only on shapes is computed once (grid, size arguments, the bound launch);
+    a call checks input strides, allocates outputs and launches. Anything unexpected at the first
+    launch switches this launcher to ``fallback`` (the group's nodes through ATen) with a warning.
+    """
+
+    def __init__(self, gk: GeneratedKernel, sizes: Sequence[int], in_strides: Sequence[tuple[int, ...]],
+                 out_specs: Sequence[tuple[tuple[int, ...], tuple[int, ...], torch.dtype]], *, interpret: bool,
+                 autotune: bool, fallback: Callable, ops: Sequence[str]):
+        self.gk = gk
+        self.kernel = gk.kernel
+        self.fn = gk.function(interpret)
+        self.interpret = interpret
+        self.autotune = autotune and not interpret
+        self.sizes = tuple(int(s) for s in sizes)
+        self.in_strides = [tuple(s) for s in in_strides]
+        self.out_specs = list(out_specs)
+        self.fallback = fallback
+        self.ops = list(ops)
+        ir = self.kernel.ir
+        hints = dict(zip((s.name for s in ir.sizes), self.sizes))
+        self.xnumel = _eval_numel(ir.xdims, hints)
+        self.rnumel = _eval_numel(ir.rdims, hints)
+        self._launch: Callable | None = None
+        self._device: torch.device | None = None
+        self._failed = False
+        # FX names the program's call after these (the kernel's name shows in the program source).
+        self.__name__ = self.__qualname__ = self.kernel.name
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self._failed:
+            return tuple(self.fallback(*inputs))
+        ins = [t if t.stride() == st else _restride(t, st) for t, st in zip(inputs, self.in_strides)]
+        dev = self._device
+        if dev is None:
+            dev = self._device = next((t.device for t in ins if t.dim() > 0), None) or (
+                ins[0].device if ins else torch.device("cpu"))
+        outs = [torch.empty_strided(shape, stride, dtype=dt, device=dev) for shape, stride, dt in self.out_specs]
+        if self.xnumel == 0:
+            return tuple(outs)
+        launch = self._launch
+        if launch is None:
+            try:
+                launch = self._launch = self._prepare(ins, outs, dev)
+                launch(*ins, *outs, *self.sizes)
+            except Exception as e:
+                log.warning("kernel %s (%s) failed at its first launch; its ops run through ATen: %s",
+                            self.kernel.name, ", ".join(self.ops), e)
+                self._failed = True
+                return tuple(self.fallback(*inputs))
+            return tuple(outs)
+        launch(*ins, *outs, *self.sizes)
+        return tuple(outs)
+
+    def _bind(self, cfg: dict) -> Callable:
+        grid = ((self.xnumel + cfg["XBLOCK"] - 1) // cfg["XBLOCK"],)
+        consts = {k: v for k, v in cfg.items() if k in self.kernel.constexprs}
+        if self.interpret:
+            return functools.partial(self.fn[grid], **consts)
+        return functools.partial(self.fn[grid], **consts, num_warps=cfg["num_warps"])
+
+    def _prepare(self, ins, outs, dev: torch.device) -> Callable:
+        cands = candidate_configs(self.kernel, self.xnumel, self.rnumel, self.interpret)
+        if not self.autotune or dev.type != "cuda" or len(cands) == 1:
+            return self._bind(cands[0])
+        cache = TuningCache()
+        dkey, skey = device_key(str(dev)), f"x{self.xnumel}-r{self.rnumel}"
+        cfg = cache.get(self.kernel, dkey, skey)
+        if cfg is None:
+            cfg = self._measure(cands, ins, outs)
+            cache.put(self.kernel, dkey, skey, cfg)
+            log.debug("autotuned %s for %s: %s", self.kernel.name, skey, cfg)
+        return self._bind(cfg)
+
+    def _measure(self, cands: list[dict], ins, outs) -> dict:
+        from triton.testing import do_bench
+
+        best, best_t = cands[0], float("inf")
+        for cfg in cands:
+            launch = self._bind(cfg)
+            try:
+                t = do_bench(lambda launch=launch: launch(*ins, *outs, *self.sizes), warmup=5, rep=25)
+            except Exception as e:  # e.g. out of shared memory / registers for this config
+                log.debug("config %s of %s does not run: %s", cfg, self.kernel.name, e)
+                continue
+            if t < best_t:
+                best, best_t = cfg, t
+        return best
+
+
+def _eval_numel(dims, hints: dict[str, int]) -> int:
+    from .kernel_ir import Bin, Const, Size
+
+    def ev(e):
+        if isinstance(e, Const):
+            return e.value
+        if isinstance(e, Size):
+            return hints[e.name]
+        if isinstance(e, Bin):
+            a, b = ev(e.a), ev(e.b)
+            return {"+": a + b, "*": a * b, "//": a // b, "%": a % b}[e.kind]
+        raise ValueError(e)
+
+    n = 1
+    for d in dims:
+        n *= ev(d)
+    return n
+
+
+def _restride(t: torch.Tensor, stride: tuple[int, ...]) -> torch.Tensor:
+    """``t``'s values laid out with ``stride`` (the layout the kernel was generated for)."""
+    out = torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device)
+    out.copy_(t)
+    return out
+
+
+__all__ = ["KernelLauncher", "candidate_configs", "TuningCache", "device_key"]
