@@ -360,7 +360,9 @@ def _write_and_commit(
             _dcp().save(sd, storage_writer=writer, process_group=_group())
         if rank == 0:
             _commit(store, workdir, final, manifest, keep_last)
-    except Exception as exc:  # every rank must learn that the commit failed
+    except BaseException as exc:  # DCP's CheckpointException is a BaseException; every rank must learn of it
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
         error = f"{type(exc).__name__}: {exc}"
         log.exception("checkpoint %s failed", final)
     if world > 1:
