@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch.fx as fx
 
 from agnostic_rt.targets import Target
 
 from .partition import Group, partition
+
+log = logging.getLogger("agnostic_rt.passes")
 
 __all__ = ["optimize", "rewrite_before_autograd", "partition", "Group"]
 
@@ -14,14 +18,33 @@ __all__ = ["optimize", "rewrite_before_autograd", "partition", "Group"]
 def optimize(gm: fx.GraphModule, target: Target, numerics: str = "strict", dump=None) -> fx.GraphModule:
     """FX -> e-graph -> saturate -> extract by ``target``'s cost model -> FX.
 
-    Until the e-graph lands this returns ``gm`` unchanged.
+    Placeholders and outputs (count, order, values) are preserved, so the tensors a forward graph
+    saves for its backward stay intact. Any failure inside the optimiser logs a warning and returns
+    ``gm`` unchanged: the optimiser never breaks a model.
     """
-    return gm
+    from .optimizer import all_targets, optimize_graph
+
+    try:
+        report_targets = all_targets() if dump is not None and getattr(dump, "enabled", False) else ()
+        out, report = optimize_graph(gm, target, numerics, dump=dump, report_targets=report_targets)
+        return out
+    except Exception as e:
+        log.warning("e-graph optimiser failed (%s: %s); graph left unchanged", type(e).__name__, e,
+                    exc_info=log.isEnabledFor(logging.DEBUG))
+        return gm
 
 
 def rewrite_before_autograd(gm: fx.GraphModule, example_inputs, target: Target, numerics: str = "strict"):
     """Rewrites that change what autograd differentiates (attention -> SDPA, QKV merge).
 
-    Until the e-graph lands this returns ``gm`` unchanged.
+    Returns an ATen graph over the same inputs when a rewrite paid off, else ``gm`` itself; never
+    raises (a failure logs a warning and returns ``gm``).
     """
-    return gm
+    from .before_autograd import rewrite
+
+    try:
+        return rewrite(gm, example_inputs, target, numerics)
+    except Exception as e:
+        log.warning("rewrite before autograd failed (%s: %s); graph left unchanged", type(e).__name__, e,
+                    exc_info=log.isEnabledFor(logging.DEBUG))
+        return gm

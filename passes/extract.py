@@ -1,0 +1,241 @@
+"""Extraction: one e-node per needed e-class, minimising DAG cost (a shared class is paid once).
+
+Two extractors over one plain problem (:class:`Problem`: classes -> candidate nodes with a cost and
+child classes), so they run on our e-graphs and on extraction-gym's serialized e-graphs alike:
+
+* :func:`greedy` -- bottom-up, each class takes the node with the least tree cost (egg's extractor,
+  driven by a worklist). Fast; blind to sharing, so it misses multi-output wins such as merged QKV.
+* :func:`ilp` -- exact DAG cost through ``scipy.optimize.milp`` (HiGHS): a binary per node, "a chosen
+  node needs one node in each child class", and order variables that forbid cycles. Acyclicity
+  constraints are only needed on edges inside a strongly connected component of the class graph.
+
+Every result is checked acyclic (:func:`is_acyclic`) before it is returned.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+
+log = logging.getLogger("agnostic_rt.extract")
+
+
+@dataclass
+class Problem:
+    """``classes[c]`` lists candidate nodes ``(key, cost, children)``; ``roots`` must be computed."""
+
+    classes: dict[object, list[tuple[object, float, tuple]]]
+    roots: list[object]
+
+    @property
+    def num_nodes(self) -> int:
+        return sum(len(v) for v in self.classes.values())
+
+
+@dataclass
+class Extraction:
+    choice: dict[object, int]  # class -> index of the chosen node in problem.classes[class]
+    cost: float  # DAG cost
+    method: str
+    seconds: float
+    optimal: bool = False
+    notes: dict = field(default_factory=dict)
+
+
+def reachable(problem: Problem, choice: dict[object, int]) -> list[object]:
+    seen, stack, order = set(), list(problem.roots), []
+    while stack:
+        c = stack.pop()
+        if c in seen:
+            continue
+        seen.add(c)
+        order.append(c)
+        stack.extend(problem.classes[c][choice[c]][2])
+    return order
+
+
+def dag_cost(problem: Problem, choice: dict[object, int]) -> float:
+    """Cost of the extracted DAG: each class reachable from the roots counted once."""
+    return sum(problem.classes[c][choice[c]][1] for c in reachable(problem, choice))
+
+
+def is_acyclic(problem: Problem, choice: dict[object, int]) -> bool:
+    state: dict[object, int] = {}  # 1 = on the stack, 2 = done
+    for root in problem.roots:
+        stack = [(root, False)]
+        while stack:
+            c, leaving = stack.pop()
+            if leaving:
+                state[c] = 2
+                continue
+            if state.get(c) == 2:
+                continue
+            if state.get(c) == 1:
+                return False
+            state[c] = 1
+            stack.append((c, True))
+            for k in problem.classes[c][choice[c]][2]:
+                if state.get(k) == 1:
+                    return False
+                if state.get(k) != 2:
+                    stack.append((k, False))
+    return True
+
+
+def greedy(problem: Problem) -> Extraction:
+    """Least tree cost per class, computed with a worklist from the leaves up."""
+    start = time.perf_counter()
+    parents: dict[object, list[tuple[object, int]]] = {c: [] for c in problem.classes}
+    best: dict[object, float] = {}
+    choice: dict[object, int] = {}
+    heap: list[tuple[float, int, object, int]] = []
+    tie = 0
+    for c, nodes in problem.classes.items():
+        for i, (_, cost, kids) in enumerate(nodes):
+            for k in set(kids):
+                parents[k].append((c, i))
+            if not kids:
+                heap.append((cost, tie, c, i))
+                tie += 1
+    heapq.heapify(heap)
+    # Dijkstra-like: a class is settled when popped with its least tree cost (costs are positive).
+    while heap:
+        cost, _, c, i = heapq.heappop(heap)
+        if c in best:
+            continue
+        best[c] = cost
+        choice[c] = i
+        for pc, pi in parents[c]:
+            if pc in best:
+                continue
+            _, pcost, pkids = problem.classes[pc][pi]
+            kids = set(pkids)
+            if all(k in best for k in kids):
+                heapq.heappush(heap, (pcost + sum(best[k] for k in kids), tie, pc, pi))
+                tie += 1
+    missing = [r for r in problem.roots if r not in choice]
+    if missing:
+        raise ValueError(f"greedy extraction: no finite-cost term for root classes {missing[:5]}")
+    ext = Extraction(choice, 0.0, "greedy", 0.0)
+    ext.cost = dag_cost(problem, choice)
+    ext.seconds = time.perf_counter() - start
+    return ext
+
+
+def prune(problem: Problem) -> Problem:
+    """Keep classes reachable from the roots and nodes that can be part of a finite extraction."""
+    classes = {c: [(i, n) for i, n in enumerate(nodes) if c not in n[2]] for c, nodes in problem.classes.items()}
+    changed = True
+    while changed:  # a node with an empty child class can never be chosen
+        changed = False
+        for c, nodes in classes.items():
+            kept = [(i, n) for i, n in nodes if all(classes.get(k) for k in n[2])]
+            if len(kept) != len(nodes):
+                classes[c] = kept
+                changed = True
+    seen, stack = set(), list(problem.roots)
+    while stack:
+        c = stack.pop()
+        if c in seen:
+            continue
+        seen.add(c)
+        for _, n in classes[c]:
+            stack.extend(n[2])
+    kept = {c: classes[c] for c in seen}
+    pruned = Problem({c: [n for _, n in nodes] for c, nodes in kept.items()}, list(problem.roots))
+    pruned.index_map = {c: [i for i, _ in nodes] for c, nodes in kept.items()}  # pruned -> original
+    return pruned
+
+
+def ilp(problem: Problem, time_limit: float = 10.0, warm: Extraction | None = None) -> Extraction:
+    """Exact DAG-cost extraction by integer programming (HiGHS). On timeout, the best feasible
+    solution found (marked not optimal), or ``warm`` when HiGHS found none better."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+
+    start = time.perf_counter()
+    p = prune(problem)
+    cls_list = list(p.classes)
+    cidx = {c: i for i, c in enumerate(cls_list)}
+    node_of: list[tuple[object, int]] = [(c, i) for c in cls_list for i in range(len(p.classes[c]))]
+    nidx = {cn: j for j, cn in enumerate(node_of)}
+    n_nodes, n_cls = len(node_of), len(cls_list)
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(range(n_cls))
+    for c in cls_list:
+        for _, _, kids in p.classes[c]:
+            graph.add_edges_from((cidx[c], cidx[k]) for k in kids)
+    comp = {}
+    for k, scc in enumerate(nx.strongly_connected_components(graph)):
+        for v in scc:
+            comp[v] = k
+    cyclic_cls = sorted({v for v in range(n_cls) if any(comp[u] == comp[v] for u in graph.successors(v))})
+    tpos = {v: n_nodes + i for i, v in enumerate(cyclic_cls)}
+    n_vars = n_nodes + len(tpos)
+    big = len(tpos) + 1
+
+    rows, cols, vals, lo, hi = [], [], [], [], []
+
+    def constraint(entries, lower, upper):
+        r = len(lo)
+        for col, v in entries:
+            rows.append(r)
+            cols.append(col)
+            vals.append(v)
+        lo.append(lower)
+        hi.append(upper)
+
+    for c in cls_list:  # at most one node per class
+        constraint([(nidx[(c, i)], 1.0) for i in range(len(p.classes[c]))], 0.0, 1.0)
+    for r in set(p.roots):
+        constraint([(nidx[(r, i)], 1.0) for i in range(len(p.classes[r]))], 1.0, 1.0)
+    for c in cls_list:
+        for i, (_, _, kids) in enumerate(p.classes[c]):
+            j = nidx[(c, i)]
+            for k in set(kids):
+                # chosen node -> some node of the child class chosen
+                constraint([(nidx[(k, m)], 1.0) for m in range(len(p.classes[k]))] + [(j, -1.0)], 0.0, np.inf)
+                a, b = cidx[c], cidx[k]
+                if a in tpos and b in tpos and comp[a] == comp[b]:
+                    # chosen node -> order(c) >= order(child) + 1, so no cycle can be chosen
+                    constraint([(tpos[a], 1.0), (tpos[b], -1.0), (j, -float(big))], 1.0 - big, np.inf)
+
+    cost = np.zeros(n_vars)
+    for j, (c, i) in enumerate(node_of):
+        cost[j] = p.classes[c][i][1]
+    integrality = np.zeros(n_vars)
+    integrality[:n_nodes] = 1
+    lb = np.zeros(n_vars)
+    ub = np.concatenate([np.ones(n_nodes), np.full(len(tpos), float(big))])
+    matrix = coo_matrix((vals, (rows, cols)), shape=(len(lo), n_vars)).tocsr()
+    res = milp(cost, constraints=LinearConstraint(matrix, lo, hi), integrality=integrality,
+               bounds=Bounds(lb, ub), options={"time_limit": time_limit, "disp": False})
+    notes = {"variables": n_vars, "constraints": len(lo), "cyclic_classes": len(tpos), "status": res.status,
+             "message": res.message}
+    if res.x is None:
+        if warm is None:
+            raise RuntimeError(f"ILP extraction found no solution: {res.message}")
+        log.info("ILP extraction found no solution in %.1fs (%s); keeping %s", time_limit, res.message, warm.method)
+        return Extraction(dict(warm.choice), warm.cost, warm.method + "(ilp-timeout)", time.perf_counter() - start,
+                          notes=notes)
+    choice: dict[object, int] = {}
+    for j, (c, i) in enumerate(node_of):
+        if res.x[j] > 0.5:
+            choice[c] = p.index_map[c][i]
+    # Classes not needed by the chosen DAG keep any valid node (they are unreachable).
+    for c in problem.classes:
+        if c not in choice and warm is not None and c in warm.choice:
+            choice[c] = warm.choice[c]
+    if not is_acyclic(problem, choice):
+        raise RuntimeError("ILP extraction produced a cycle (a bug in the formulation)")
+    ext = Extraction(choice, dag_cost(problem, choice), "ilp", time.perf_counter() - start,
+                     optimal=res.status == 0, notes=notes)
+    if warm is not None and warm.cost < ext.cost:  # a timed-out ILP may be worse than greedy
+        return Extraction(dict(warm.choice), warm.cost, warm.method, ext.seconds, notes=notes)
+    return ext
