@@ -1,0 +1,66 @@
+"""The on-disk binary cache shared by the CUDA C and HIP C builders.
+
+A binary is keyed by (source hash, arch, compiler version, options): a new NVRTC or ROCm, another
+GPU generation or another flag never reuses a stale binary. Writes are atomic (temp file + rename),
+so concurrent processes at worst compile twice.
+
+    cache = BinaryCache("cuda")
+    blob = cache.get(source, "sm_90", "nvrtc-13.5", ["-arch=sm_90"]) or compile_and_put(...)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger("agnostic_rt.backends.cstyle")
+
+
+def cache_root() -> Path:
+    """``$AGNOSTIC_RT_CACHE_DIR`` or ``~/.cache/agnostic_rt``."""
+    return Path(os.environ.get("AGNOSTIC_RT_CACHE_DIR") or Path.home() / ".cache" / "agnostic_rt")
+
+
+class BinaryCache:
+    """Compiled kernels of one family (``"cuda"``, ``"hip"``, ``"host"``) under ``cache_root()/kernels``."""
+
+    def __init__(self, family: str, root: Path | None = None):
+        self.dir = (root or cache_root()) / "kernels" / family
+
+    @staticmethod
+    def key(source: str, arch: str, compiler: str, options: Sequence[str]) -> str:
+        h = hashlib.sha256()
+        for part in (source, arch, compiler, "\0".join(options)):
+            h.update(part.encode())
+            h.update(b"\x00\x01")
+        return h.hexdigest()[:32]
+
+    def path(self, source: str, arch: str, compiler: str, options: Sequence[str], suffix: str) -> Path:
+        return self.dir / f"{self.key(source, arch, compiler, options)}.{arch}{suffix}"
+
+    def get(self, source: str, arch: str, compiler: str, options: Sequence[str], suffix: str = ".bin") -> bytes | None:
+        p = self.path(source, arch, compiler, options, suffix)
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            return None
+        log.debug("binary cache hit %s", p)
+        return data
+
+    def put(self, source: str, arch: str, compiler: str, options: Sequence[str], data: bytes,
+            suffix: str = ".bin") -> Path:
+        p = self.path(source, arch, compiler, options, suffix)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+        return p
+
+
+class BuildError(RuntimeError):
+    """A C kernel did not compile; the message carries the compiler's log and the arch."""

@@ -1,0 +1,138 @@
+"""CUDA C: KernelIR -> C source (cstyle, CUDA dialect) -> cubin through NVRTC -> launch through CuPy.
+
+Building needs only the NVRTC library (the ``nvidia-cuda-nvrtc`` wheel, reached through
+``cupy_backends``): no GPU, no driver, no CUDA toolkit headers (the emitted source includes none)::
+
+    cubin = build_cubin(render(ir, CUDA).source, "sm_90")          # works on any machine
+    kernel = compile_c(ir, get_target("h100"))                     # a CudaKernel launcher
+    kernel([x], [out])                                             # on a CUDA GPU: torch's stream
+
+Launching loads the cubin with ``cupy.cuda.function.Module`` in the current (primary) context,
+which torch shares, and passes the tensors' ``data_ptr()``s and the int64 sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .c_build import BinaryCache, BuildError
+from .cstyle import CUDA, CKernel, Numerics, render
+from .kernel_ir import KernelIR
+
+log = logging.getLogger("agnostic_rt.backends.cstyle")
+
+__all__ = ["ARCHS", "build_cubin", "nvrtc_version", "CudaKernel", "compile_c", "BuildError"]
+
+#: Architectures the tests build for (any sm_XX NVRTC knows works).
+ARCHS = ("sm_80", "sm_90")
+
+_cache = BinaryCache("cuda")
+
+
+def nvrtc_version() -> str:
+    """``"nvrtc-13.5"``: part of every cache key, so a new NVRTC rebuilds."""
+    from cupy_backends.cuda.libs import nvrtc
+
+    major, minor = nvrtc.getVersion()
+    return f"nvrtc-{major}.{minor}"
+
+
+def _options(arch: str, numerics: Numerics) -> list[str]:
+    opts = [f"-arch={arch}", "-std=c++17"]
+    if numerics == "fast":
+        opts.append("--use_fast_math")
+    return opts
+
+
+def build_cubin(source: str, arch: str = "sm_90", *, numerics: Numerics = "strict", cache: bool = True) -> bytes:
+    """Compile ``source`` to a cubin for ``arch`` (e.g. ``"sm_90"``); raises BuildError with NVRTC's log."""
+    if not arch.startswith("sm_"):
+        raise ValueError(f"CUDA arch {arch!r}; expected something like 'sm_80' or 'sm_90'")
+    from cupy_backends.cuda.libs import nvrtc
+
+    opts = _options(arch, numerics)
+    version = nvrtc_version()
+    if cache and (hit := _cache.get(source, arch, version, opts, ".cubin")) is not None:
+        return hit
+    prog = nvrtc.createProgram(source, "agnostic_kernel.cu", [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, opts)
+        except nvrtc.NVRTCError as e:
+            raise BuildError(f"NVRTC failed for {arch}: {e}\n{nvrtc.getProgramLog(prog)}") from e
+        cubin = nvrtc.getCUBIN(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+    if cache:
+        _cache.put(source, arch, version, opts, cubin, ".cubin")
+    return cubin
+
+
+def _device_arch(device: Any = None) -> str:
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"sm_{major}{minor}"
+
+
+class CudaKernel:
+    """A compiled C kernel for NVIDIA GPUs: ``kernel(inputs, outputs, sizes=None)``.
+
+    ``inputs``/``outputs`` are CUDA tensors in the IR's order (outputs preallocated by the caller,
+    with the strides the IR's store indices assume); ``sizes`` maps size-argument names to values
+    (default: the hints the IR was generated with).
+    """
+
+    def __init__(self, kernel: CKernel, arch: str, numerics: Numerics = "strict"):
+        self.kernel, self.arch, self.numerics = kernel, arch, numerics
+        self.cubin = build_cubin(kernel.source, arch, numerics=numerics)
+        self._function = None  # loaded lazily: building needs no GPU, loading does
+
+    def _load(self):
+        if self._function is None:
+            from cupy.cuda import function
+
+            module = function.Module()
+            module.load(self.cubin)
+            self._module = module  # keep the module alive as long as its function
+            self._function = module.get_function(self.kernel.name)
+        return self._function
+
+    def __call__(self, inputs: Sequence[Any], outputs: Sequence[Any], sizes: Mapping[str, int] | None = None) -> None:
+        import cupy
+        import numpy as np
+        import torch
+
+        ir = self.kernel.ir
+        if len(inputs) != len(ir.inputs) or len(outputs) != len(ir.outputs):
+            raise ValueError(f"{self.kernel.name} takes {len(ir.inputs)} inputs and {len(ir.outputs)} outputs, "
+                             f"got {len(inputs)} and {len(outputs)}")
+        values = {s.name: s.hint for s in ir.sizes}
+        values.update(sizes or {})
+        grid, block = self.kernel.launch(values)
+        if grid == 0:
+            return
+        device = outputs[0].device if outputs else inputs[0].device
+        args = [np.uint64(t.data_ptr()) for t in (*inputs, *outputs)]
+        args += [np.int64(values[s.name]) for s in ir.sizes]
+        with cupy.cuda.Device(device.index if device.index is not None else torch.cuda.current_device()):
+            fn = self._load()
+            stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)
+            fn((grid, 1, 1), (block, 1, 1), args, stream=stream)
+
+
+def compile_c(ir: KernelIR, target: Any = None, *, numerics: Numerics = "strict", arch: str | None = None,
+              mode: str | None = None) -> CudaKernel:
+    """The CUDA C candidate for ``ir`` on an NVIDIA ``target`` (a Target; its ``arch`` is the sm).
+
+    >>> k = compile_c(ir, get_target("h100"))        # builds now; loads on the first call  # doctest: +SKIP
+    """
+    if arch is None:
+        if target is not None and getattr(target, "vendor", "nvidia") != "nvidia":
+            raise ValueError(f"CUDA C targets NVIDIA GPUs; got vendor {target.vendor!r} ({target.name})")
+        arch = getattr(target, "arch", None) or _device_arch()
+    kernel = render(ir, CUDA, numerics=numerics, mode=mode)
+    log.debug("CUDA C kernel %s (%s) for %s", kernel.name, kernel.mode, arch)
+    return CudaKernel(kernel, arch, numerics)
