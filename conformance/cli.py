@@ -36,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", help="comma-separated target runs: cpu,cuda,rocm,h100-interp,mi300x-interp "
                                      "(default: every one available)")
     p.add_argument("--ops", help="comma-separated op_db names (op tier), e.g. add,nn.functional.gelu")
+    p.add_argument("--dtypes", help="comma-separated dtypes for the op tier: float32,float16,bfloat16,int64,bool")
     p.add_argument("--models", help="comma-separated zoo names (model tier)")
     p.add_argument("--max-samples", type=int, help="sample inputs per op and dtype")
     p.add_argument("--out", default="conformance-report", help="folder for report.json and report.html")
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         tiers=_split(args.tiers) or list(TIERS),
         targets=_split(args.targets),
         ops=_split(args.ops),
+        dtypes=_split(args.dtypes),
         models=_split(args.models),
         max_samples=args.max_samples,
         expect_dir=Path(args.expect_dir) if args.expect_dir else None,

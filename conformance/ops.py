@@ -111,7 +111,8 @@ class OpCase:
     dtype: str
 
 
-def plan(level: str, run: TargetRun, db: dict[str, Any], ops: list[str] | None = None) -> list[OpCase]:
+def plan(level: str, run: TargetRun, db: dict[str, Any], ops: list[str] | None = None,
+         dtypes: list[str] | None = None) -> list[OpCase]:
     """The (op, dtype) pairs a run checks on ``run``.
 
     >>> len(plan("quick", TargetRun("cpu", "measured"), {"add": None})) >= 1
@@ -119,14 +120,15 @@ def plan(level: str, run: TargetRun, db: dict[str, Any], ops: list[str] | None =
     """
     if level == "quick" and not ops:
         names = QUICK_INTERP_OPS if run.mode == "interpreted" else tuple(QUICK_OPS)
-        return [OpCase(n, d) for n in names for d in (QUICK_OPS[n] if run.mode != "interpreted" else (F32,))]
+        cases = [OpCase(n, d) for n in names for d in (QUICK_OPS[n] if run.mode != "interpreted" else (F32,))]
+        return [c for c in cases if not dtypes or c.dtype in dtypes]
     names = ops or sorted(db)
     cases = []
     for n in names:
         op = db.get(n)
         supported = op.supported_dtypes("cpu") if op is not None else {torch.float32}
         wanted = QUICK_OPS.get(n, FULL_DTYPES) if level == "quick" else FULL_DTYPES
-        cases += [OpCase(n, d) for d in wanted if DTYPES[d] in supported]
+        cases += [OpCase(n, d) for d in wanted if DTYPES[d] in supported and (not dtypes or d in dtypes)]
     return cases
 
 

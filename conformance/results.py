@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -154,3 +154,9 @@ def _result_json(r: Result) -> dict[str, Any]:
             d[k] = str(v)  # JSON has no NaN/inf: "nan", "inf"
     d["key"] = r.key
     return d
+
+
+# The top-level keys of the JSON report and of each result in it (documented in SCHEMA.md).
+REPORT_KEYS = ("schema_version", "level", "started", "finished", "environment", "targets", "notes", "totals",
+               "counts", "passed", "worst", "results")
+RESULT_KEYS = tuple(f.name for f in fields(Result)) + ("key",)

@@ -52,6 +52,7 @@ class SuiteConfig:
     tiers: list[str] = field(default_factory=lambda: list(TIERS))
     targets: list[str] | None = None  # TargetRun names; None = every available one
     ops: list[str] | None = None  # op_db names (op tier); None = the level's plan
+    dtypes: list[str] | None = None  # restrict the op tier to these dtypes ("float32", "bool", ...)
     models: list[str] | None = None  # zoo names (model tier); None = the level's plan
     max_samples: int | None = None  # per op and dtype; None = the level's default
     expect_dir: Path | None = None  # expected-failure files; None = the package's data folder
@@ -127,7 +128,7 @@ class Suite:
         db = ops.load_op_db()
         limit = self.config.max_samples or (ops.QUICK_MAX_SAMPLES if self.config.level == "quick" else ops.FULL_MAX_SAMPLES)
         for run in runs:
-            cases = ops.plan(self.config.level, run, db, self.config.ops)
+            cases = ops.plan(self.config.level, run, db, self.config.ops, self.config.dtypes)
             task = self.progress.task(f"op tier: {run.name}", len(cases))
             for case in cases:
                 op = db.get(case.name)
