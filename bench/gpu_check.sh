@@ -21,7 +21,11 @@ PY=python3
 $PY -m pip install -q --no-deps --no-build-isolation --no-index -e . > "$OUT/install.log" 2>&1 \
   || { echo "install failed"; tail -20 "$OUT/install.log"; exit 1; }
 
-if [ "$MODE" = quick ]; then MODELS="mlp cnn gpt2 bert_eager"; else MODELS="mlp cnn gpt2 gpt2_eager bert bert_eager"; fi
+case "$MODE" in
+  smoke) MODELS="mlp gpt2" ;;
+  quick) MODELS="mlp cnn gpt2 bert_eager" ;;
+  *) MODELS="mlp cnn gpt2 gpt2_eager bert bert_eager" ;;
+esac
 
 timeout 200 $PY bench/gpu_numerics.py --models $MODELS --json "$OUT/numerics.json" > "$OUT/numerics.log" 2>&1
 echo "numerics exit $?" >> "$OUT/numerics.log"
