@@ -27,11 +27,11 @@ case "$MODE" in
   *) MODELS="mlp cnn gpt2 gpt2_eager bert bert_eager" ;;
 esac
 
-timeout 200 $PY bench/gpu_numerics.py --models $MODELS --json "$OUT/numerics.json" > "$OUT/numerics.log" 2>&1
+timeout ${T_NUMERICS:-200} $PY bench/gpu_numerics.py --models $MODELS --json "$OUT/numerics.json" > "$OUT/numerics.log" 2>&1
 echo "numerics exit $?" >> "$OUT/numerics.log"
-timeout 120 $PY bench/gpu_kernels.py --gib 1 --json "$OUT/kernels.json" > "$OUT/kernels.log" 2>&1
+timeout ${T_KERNELS:-120} $PY bench/gpu_kernels.py --gib 1 --json "$OUT/kernels.json" > "$OUT/kernels.log" 2>&1
 echo "kernels exit $?" >> "$OUT/kernels.log"
-timeout 300 $PY bench/compare.py --inprocess --device cuda --backends eager inductor agnostic \
+timeout ${T_COMPARE:-300} $PY bench/compare.py --inprocess --device cuda --backends eager inductor agnostic \
   --models $MODELS --steps 30 --json "$OUT/compare.json" > "$OUT/compare.log" 2>&1
 echo "compare exit $?" >> "$OUT/compare.log"
 
