@@ -19,6 +19,7 @@ from .checkpoint import (
 from .config import Options
 from .devices import Device, devices, select_device
 from .migrate import EXIT_HANDOFF, EXIT_PREEMPTED, migrate, resume
+from .placement import JobProfile, PlacementPolicy
 from .preempt import spot_guard
 from .state import StateError, TrainingState
 from .targets import KNOWN_TARGETS, Target, current_target, get_target
@@ -31,3 +32,4 @@ __all__ += [
     "CheckpointCorruptError", "save", "load", "list_checkpoints", "latest_checkpoint", "migrate", "resume",
     "spot_guard", "EXIT_PREEMPTED", "EXIT_HANDOFF",
 ]
+__all__ += ["PlacementPolicy", "JobProfile"]
