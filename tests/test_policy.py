@@ -155,3 +155,19 @@ def test_shipped_table_start_is_the_cheapest_finish_across_vendors():
     assert d.action == "start"
     assert d.quote.cost_usd == min(q.cost_usd for q in d.ranked)
     assert {q.offer.target.vendor for q in d.ranked} == {"nvidia", "amd"}
+
+
+def test_resume_takes_the_policy_to_place_the_restored_state(tmp_path):
+    import torch
+
+    import agnostic_rt
+
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    agnostic_rt.save(agnostic_rt.TrainingState(model=model, optimizer=opt, step=7), tmp_path)
+    fresh = torch.nn.Linear(4, 2)
+    state = agnostic_rt.TrainingState(model=fresh, optimizer=torch.optim.SGD(fresh.parameters(), lr=0.1))
+    ckpt = agnostic_rt.resume(state, tmp_path, device=PlacementPolicy(job=JobProfile.from_gpu_hours(1)))
+    assert ckpt.step == state.step == 7
+    assert torch.equal(fresh.weight, model.weight)
+    assert fresh.weight.device == select_device(PlacementPolicy()).torch_device
