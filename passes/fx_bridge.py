@@ -29,6 +29,7 @@ from .ops import denormalize, fill_template, is_impure_op, is_mutating, normaliz
 
 log = logging.getLogger("agnostic_rt.fx_bridge")
 aten = torch.ops.aten
+prims = torch.ops.prims
 
 
 class Unsupported(Exception):
@@ -220,13 +221,12 @@ class FxEGraph:
             want, got = (orig.meta.get("val") if orig is not None else None), new.meta.get("val")
             if isinstance(want, torch.Tensor) and isinstance(got, torch.Tensor) and new.op != "placeholder":
                 if not _same_strides(want, got):
-                    if not want.is_contiguous():
-                        raise RuntimeError(f"output {orig.name}: strides changed and were not contiguous")
-                    clone = graph.call_function(aten.clone.default, (new,),
-                                                {"memory_format": torch.contiguous_format})
-                    clone.meta["val"] = self._fake_run(aten.clone.default, (new,),
-                                                       {"memory_format": torch.contiguous_format})
-                    new = clone
+                    stride = list(want.stride())
+                    if not all(isinstance(s, int) for s in stride):
+                        raise RuntimeError(f"output {orig.name}: strides changed and are symbolic")
+                    copy = graph.call_function(prims.copy_strided.default, (new, stride))
+                    copy.meta["val"] = self._fake_run(prims.copy_strided.default, (new, stride), {})
+                    new = copy
             fixed.append(new)
         return fixed
 

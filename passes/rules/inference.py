@@ -41,4 +41,8 @@ RULES = [
          P(operator.getitem, P(_BN, _CONV, Var("g"), Var("beta"), Var("mean"), Var("var"), Attr("momentum"),
                                Attr("eps")), 0),
          _fold, _fold_ok, "reassoc", doc="batch_norm_eval(conv(x, w, b)) -> conv(x, w', b')"),
+    Rule("fold-native-batchnorm-into-conv",
+         P(operator.getitem, P(aten.native_batch_norm.default, _CONV, Var("g"), Var("beta"), Var("mean"), Var("var"),
+                               False, Attr("momentum"), Attr("eps")), 0),
+         _fold, _fold_ok, "reassoc", doc="the same, for native_batch_norm(training=False)"),
 ]
