@@ -17,6 +17,7 @@ Every source answers one small protocol, :class:`Feed` (``name`` and ``offers()`
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import logging
 import warnings
@@ -203,8 +204,10 @@ class AwsSpotFeed:
         newest: dict[tuple[str, str], tuple[Any, float]] = {}
         for region in self.regions:
             client = self._client_factory(region)
+            # StartTime=now asks for the price in effect now, not up to 90 days of history.
             pages = client.get_paginator("describe_spot_price_history").paginate(
                 InstanceTypes=sorted(self.instance_types), ProductDescriptions=["Linux/UNIX"],
+                StartTime=datetime.datetime.now(datetime.timezone.utc),
             )
             for page in pages:
                 for item in page.get("SpotPriceHistory", []):
