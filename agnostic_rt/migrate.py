@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointCorruptError, _dist, _Store, list_checkpoints, load, save, wait_for_saves
+from .checkpoint import CheckpointCorruptError, _dist, list_checkpoints, load, save, wait_for_saves
+from .checkpoint_store import _Store
 from .devices import Device, resolve_device, select_device
 from .state import TrainingState, unwrap_model
 
