@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import agnostic_rt
+from agnostic_rt.migrate import EXIT_PREEMPTED
+
 pytestmark = pytest.mark.slow  # three torchrun launches: ~2 min on 2 shared cores
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
@@ -21,11 +24,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(world: int, *args: str) -> None:
+def torchrun(world: int, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}", "--nnodes=1",
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(SCRIPT), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-4000:]
+    assert (out.returncode == 0) == (expect == 0), out.stderr[-4000:]
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +60,11 @@ def test_world_2_checkpoint_resumes_at_world_2(saved_at_world_2):
     root = saved_at_world_2
     torchrun(2, "resume", str(root / "ck"), str(root / "two"))
     assert digests(root / "two", 2) == digests(root / "saved", 2)
+
+
+def test_a_notice_on_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path):
+    torchrun(2, "spot", str(tmp_path / "ck"), str(tmp_path / "spot"), expect=EXIT_PREEMPTED)
+    exits = [json.loads((tmp_path / f"spot.rank{r}.exit.json").read_text()) for r in range(2)]
+    assert exits == [{"code": EXIT_PREEMPTED, "step": 3}] * 2
+    latest = agnostic_rt.latest_checkpoint(tmp_path / "ck")
+    assert latest is not None and latest.step == 3 and latest.manifest["world_size"] == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import sys
 
 import torch
@@ -26,6 +27,23 @@ def main() -> None:
     run = nn.parallel.DistributedDataParallel(model) if distributed else model
     opt = torch.optim.AdamW(run.parameters(), lr=1e-2)
     state = agnostic_rt.TrainingState(model=run, optimizer=opt)
+    if mode == "spot":
+        # Only rank 0 gets the notice (SIGUSR1 at step 3); spot_guard must make every rank stop there.
+        torch.manual_seed(rank + 1)
+        try:
+            with agnostic_rt.spot_guard(state, uri, clouds=[]) as guard:
+                for _ in range(50):
+                    opt.zero_grad()
+                    run(torch.randn(4, 8)).pow(2).mean().backward()
+                    opt.step()
+                    if rank == 0 and state.step == 2:
+                        os.kill(os.getpid(), signal.SIGUSR1)
+                    guard.step()
+        except SystemExit as exc:
+            with open(f"{out}.rank{rank}.exit.json", "w") as f:
+                json.dump({"code": exc.code, "step": state.step}, f)
+            raise
+        raise SystemExit("spot_guard let the loop finish: the notice was lost")
     if mode == "save":
         torch.manual_seed(rank + 1)  # each rank its own data
         for _ in range(3):
