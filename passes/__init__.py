@@ -22,12 +22,16 @@ def optimize(gm: fx.GraphModule, target: Target, numerics: str = "strict", dump=
     saves for its backward stay intact. Any failure inside the optimiser logs a warning and returns
     ``gm`` unchanged: the optimiser never breaks a model.
     """
+    from .fx_bridge import Unsupported
     from .optimizer import all_targets, optimize_graph
 
     try:
         report_targets = all_targets() if dump is not None and getattr(dump, "enabled", False) else ()
         out, report = optimize_graph(gm, target, numerics, dump=dump, report_targets=report_targets)
         return out
+    except Unsupported as e:
+        log.debug("graph left unchanged: %s", e)
+        return gm
     except Exception as e:
         log.warning("e-graph optimiser failed (%s: %s); graph left unchanged", type(e).__name__, e,
                     exc_info=log.isEnabledFor(logging.DEBUG))
@@ -41,9 +45,13 @@ def rewrite_before_autograd(gm: fx.GraphModule, example_inputs, target: Target, 
     raises (a failure logs a warning and returns ``gm``).
     """
     from .before_autograd import rewrite
+    from .fx_bridge import Unsupported
 
     try:
         return rewrite(gm, example_inputs, target, numerics)
+    except Unsupported as e:
+        log.debug("graph left unchanged before autograd: %s", e)
+        return gm
     except Exception as e:
         log.warning("rewrite before autograd failed (%s: %s); graph left unchanged", type(e).__name__, e,
                     exc_info=log.isEnabledFor(logging.DEBUG))

@@ -62,7 +62,9 @@ def trace_to_aten(gm: fx.GraphModule) -> fx.GraphModule:
     if fake_mode is None:
         raise RuntimeError("no fake mode on the Dynamo graph")
     with fake_mode:
-        traced = make_fx(gm, tracing_mode="real", pre_dispatch=False)(*fakes)
+        # functionalised (in-place random ops such as dropout's bernoulli_ become functional ones)
+        traced = make_fx(torch.func.functionalize(gm, remove="mutations"), tracing_mode="real",
+                         pre_dispatch=False)(*fakes)
     # Constants created inside the model were traced as fake tensors: put the real ones back.
     for name, value in list(traced.named_buffers()) + [(n, getattr(traced, n)) for n in dir(traced)
                                                         if n.startswith("_tensor_constant")]:

@@ -152,6 +152,7 @@ class FxEGraph:
             new = graph.placeholder(ph.target, type_expr=ph.type)
             new.meta = dict(ph.meta)
             env[eg.find(self.node_class[ph])] = new
+        self._faithful: set[fx.Node] = set(env.values())  # emitted nodes with their original inputs
         for root in self.root_sequence():
             self._emit(graph, eg.find(root), choice, env)
         out_vals = [env[eg.find(r)] for r in self.roots]
@@ -188,7 +189,15 @@ class FxEGraph:
         full = fill_template(enode.template, inputs)
         args, kwargs = denormalize(op, tuple(full))
         args = _trim_defaults(op, args)
-        val = self._fake_run(op, args, kwargs)
+        faithful = False
+        if origin is not None and "val" in origin.meta:
+            orig_inputs: list[fx.Node] = []
+            to_template(normalize(origin.target, origin.args, origin.kwargs), _is_node, orig_inputs)
+            faithful = len(orig_inputs) == len(inputs) and all(
+                i in self._faithful and i.meta.get("val") is o.meta.get("val") for i, o in zip(inputs, orig_inputs))
+        # A node rebuilt over its original inputs has its original value; anything else is re-run on
+        # fake values, which also checks it (a view whose input is no longer viewable fails here).
+        val = origin.meta["val"] if faithful else self._fake_run(op, args, kwargs)
         if val is _FAILED and op in (aten.view.default, aten._unsafe_view.default):
             op = aten.reshape.default  # the input's layout changed; reshape copies only when it must
             val = self._fake_run(op, args, kwargs)
@@ -199,6 +208,8 @@ class FxEGraph:
             new.meta = {k: v for k, v in origin.meta.items() if k != "val"}
             new.name = graph._graph_namespace.create_name(origin.name, new)
         new.meta["val"] = val
+        if faithful:
+            self._faithful.add(new)
         return new
 
     def _fake_run(self, op: Any, args: tuple, kwargs: dict) -> Any:

@@ -144,7 +144,7 @@ class FusionPartitioner:
                 {self.gid[i]} if i in self.gid else set()) for i in ins)) if ins else frozenset()
             if node.op == "call_function" and self.fusible(node):
                 self.place(node)
-            elif node.op == "call_function":
+            elif node.op == "call_function" and packet_of(node) not in LIBRARY_OPS:
                 log.debug("ATen node %s (%s)", node.name, node.target)
             self.anc[node] = up
         self.peel_views()

@@ -210,14 +210,24 @@ def _match_pairs(eg: EGraph, pairs: list, i: int, subst: dict) -> Iterator[dict]
 
 
 # -- instantiation ------------------------------------------------------------------------------------
-def instantiate(eg: EGraph, pat: Any, m: Match) -> int:
-    """Add the right-hand side ``pat`` under the match's bindings; returns its class."""
+def instantiate(eg: EGraph, pat: Any, m: Match, equal_to: int | None = None) -> int:
+    """Add the right-hand side ``pat`` under the match's bindings; returns its class.
+
+    ``equal_to``: a class the top node is about to be united with; its value metadata is taken from
+    there instead of being recomputed on fake tensors (the union still checks shape and dtype, the
+    emitter re-runs every node it writes, and each rule is property-tested).
+    """
     if isinstance(pat, Var):
         return m.subst[pat.name]
     children: list[int] = []
     template = _build_args(eg, pat.args, m, children)
     op = m.subst[pat.opvar] if pat.opvar is not None else pat.ops[0]
-    return eg.add(ENode(op, tuple(children), template))
+    node = ENode(op, tuple(children), template)
+    if equal_to is not None:
+        known = getattr(eg.make_data, "__self__", None)
+        if known is not None and hasattr(known, "known_vals"):
+            known.known_vals[eg.canonical(node)] = eg.data(equal_to).val
+    return eg.add(node)
 
 
 def _build_args(eg: EGraph, value: Any, m: Match, children: list[int]) -> Any:
@@ -286,5 +296,5 @@ class Rule:
     def apply(self, m: Match) -> int | None:
         """The class the right side builds for match ``m`` (None when the right side declines)."""
         if isinstance(self.rhs, (P, Var)):
-            return instantiate(m.eg, self.rhs, m)
+            return instantiate(m.eg, self.rhs, m, equal_to=m.root)
         return self.rhs(m)
