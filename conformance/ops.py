@@ -84,7 +84,10 @@ QUICK_OPS: dict[str, tuple[str, ...]] = {
     "to": (F32, I64),
 }
 QUICK_MAX_SAMPLES = 4
-FULL_MAX_SAMPLES = 8
+FULL_MAX_SAMPLES = 4
+# Interpreted targets in --full: every OpInfo in float32 (the interpreter is ~100x slower than
+# ATen; other dtypes' numerics are the CPU run's and the GPU run's job).
+FULL_INTERP_DTYPES = (F32,)
 # Ops the interpreted targets run in the quick tier (the interpreter is slow; these cover fused
 # pointwise chains, reductions and a library call).
 QUICK_INTERP_OPS = ("add", "mul", "sigmoid", "nn.functional.gelu", "softmax", "nn.functional.layer_norm",
@@ -127,7 +130,8 @@ def plan(level: str, run: TargetRun, db: dict[str, Any], ops: list[str] | None =
     for n in names:
         op = db.get(n)
         supported = op.supported_dtypes("cpu") if op is not None else {torch.float32}
-        wanted = QUICK_OPS.get(n, FULL_DTYPES) if level == "quick" else FULL_DTYPES
+        wanted = QUICK_OPS.get(n, FULL_DTYPES) if level == "quick" else (
+            FULL_INTERP_DTYPES if run.mode == "interpreted" else FULL_DTYPES)
         cases += [OpCase(n, d) for d in wanted if DTYPES[d] in supported and (not dtypes or d in dtypes)]
     return cases
 
