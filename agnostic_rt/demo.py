@@ -1,6 +1,6 @@
 """``agnostic-rt demo``: train GPT-2, survive a spot notice, resume in a fresh process, compare.
 
-    agnostic-rt demo                          # ~2-3 minutes on a 2-core CPU machine
+    agnostic-rt demo                          # ~4 minutes on a busy 2-core CPU machine (1 min CPU)
     agnostic-rt demo --steps 40 --notice-at 25 --out /tmp/demo
 
 What happens:
@@ -323,6 +323,7 @@ def _plot(result: DemoResult, path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (ax, ax_cost) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1.7, 1]})
     ref, run, res = (result.phases[r] for r in ("reference", "run", "resume"))
@@ -337,6 +338,7 @@ def _plot(result: DemoResult, path: Path) -> Path:
         ax.axvline(result.checkpoint_step + 0.5, color="tab:red", ls="--", lw=1)
         ax.annotate("spot notice -> checkpoint\n-> hand-off", (result.checkpoint_step + 0.5, ax.get_ylim()[1]),
                     xytext=(6, -30), textcoords="offset points", color="tab:red", fontsize=8)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title(f"GPT-2 (zoo), backend={res.backend or run.backend}; max |resumed - uninterrupted| = "
