@@ -74,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         collect_expect=args.collect_expect or collect_requested(),
         progress=not args.no_progress and sys.stderr.isatty(),
     )
-    report = run_suite(config)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config.stream = out / "results.jsonl"
+    config.stream.write_text("")
+    report = run_suite(config)
     jpath, hpath = write_json(report, out / "report.json"), write_html(report, out / "report.html")
     print(summary(report))
     print(f"report: {jpath}  {hpath}")

@@ -61,6 +61,8 @@ class SuiteConfig:
     expect_dir: Path | None = None  # expected-failure files; None = the package's data folder
     collect_expect: bool = False  # rewrite the expected-failure files from this run
     progress: bool = True
+    # Append each result as one JSON line here as it is found (a run killed halfway keeps its results).
+    stream: Path | None = None
     # Test hook: replaces torch.compile(fn, backend="agnostic", options=...) in the op and model tiers.
     compile_fn: Callable[[Callable, TargetRun], Callable] | None = None
 
@@ -119,6 +121,13 @@ class Suite:
 
     def add(self, result: Result) -> Result:
         self.expect(result.target).apply(result)
+        if self.config.stream is not None:
+            import json
+
+            from .results import _result_json
+
+            with open(self.config.stream, "a") as f:
+                f.write(json.dumps(_result_json(result)) + "\n")
         if result.unexpected:
             log.warning("%s %s on %s: %s", result.status.upper(), result.key, result.target, result.message[:200])
         return self.report.add(result)
