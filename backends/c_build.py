@@ -29,7 +29,12 @@ class BinaryCache:
     """Compiled kernels of one family (``"cuda"``, ``"hip"``, ``"host"``) under ``cache_root()/kernels``."""
 
     def __init__(self, family: str, root: Path | None = None):
-        self.dir = (root or cache_root()) / "kernels" / family
+        self.family, self.root = family, root
+
+    @property
+    def dir(self) -> Path:
+        # Resolved at each use, so AGNOSTIC_RT_CACHE_DIR set after import still counts.
+        return (self.root or cache_root()) / "kernels" / self.family
 
     @staticmethod
     def key(source: str, arch: str, compiler: str, options: Sequence[str]) -> str:

@@ -35,6 +35,7 @@ from typing import Literal
 from .kernel_ir import (
     FLOAT_DTYPES,
     REDUCTIONS,
+    Bin,
     Const,
     IndexExpr,
     KernelIR,
@@ -447,12 +448,16 @@ class _OpWriter:
 
 
 def index_c(expr: IndexExpr) -> str:
-    """C text of an index expression: 64-bit throughout (loop variables and sizes are long long)."""
-    def leaf(e):
-        if isinstance(e, Const):
-            return f"{e.value}LL"
-        return None
-    return render_index(expr, leaf)
+    """C text of an index expression, 64-bit throughout (loop variables and sizes are long long).
+
+    ``//`` and ``%`` become C's ``/`` and ``%``: the IR promises non-negative operands, where the two agree.
+    """
+    if isinstance(expr, Const):
+        return f"{expr.value}LL"
+    if isinstance(expr, Bin):
+        kind = "/" if expr.kind == "//" else expr.kind
+        return f"({index_c(expr.a)} {kind} {index_c(expr.b)})"
+    return render_index(expr)
 
 
 # --------------------------------------------------------------------------------------------- kernels
@@ -504,7 +509,7 @@ def _next_pow2(n: int) -> int:
 
 
 def _eval(expr: IndexExpr, sizes: dict[str, int]) -> int:
-    from .kernel_ir import Bin, Size
+    from .kernel_ir import Size
     if isinstance(expr, Const):
         return expr.value
     if isinstance(expr, Size):
@@ -526,12 +531,12 @@ def choose_mode(ir: KernelIR, warp_size: int) -> Mode:
     return "warp" if ir.rnumel_hint <= WARP_ROW_LIMIT * warp_size else "block"
 
 
-def kernel_name(ir: KernelIR) -> str:
-    """A C identifier unique to the kernel's structure: the IR's name plus its fingerprint."""
+def kernel_name(ir: KernelIR, mode: Mode) -> str:
+    """A C identifier unique to the kernel's structure and shape: IR name, fingerprint, mode."""
     base = re.sub(r"\W", "_", ir.name) or "kernel"
     if base[0].isdigit():
         base = "k_" + base
-    return f"{base}_{ir.fingerprint()[:10]}"
+    return f"{base}_{ir.fingerprint()[:10]}_{mode[0]}"
 
 
 def _prelude(dialect: CDialect) -> str:
@@ -560,7 +565,7 @@ def render(ir: KernelIR, dialect: CDialect, *, numerics: Numerics = "strict", mo
         max_threads = {"pointwise": 256, "warp": 4 * w, "block": 1024}[mode]
     if max_threads % w:
         raise ValueError(f"max_threads={max_threads} is not a multiple of the warp size {w}")
-    name = kernel_name(ir)
+    name = kernel_name(ir, mode)
     body = _KernelWriter(ir, dialect, numerics, mode, max_threads, name).write()
     source = _prelude(dialect) + "\n" + body
     log.debug("rendered %s for %s (%s, %d threads max):\n%s", name, dialect.name, mode, max_threads, body)

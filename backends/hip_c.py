@@ -82,7 +82,8 @@ def rocm_version() -> tuple[int, int]:
 
 def hiprtc_version() -> str:
     """``"rocm-5.2"``: part of every cache key."""
-    return "rocm-%d.%d" % rocm_version()
+    major, minor = rocm_version()
+    return f"rocm-{major}.{minor}"
 
 
 def supported_archs() -> tuple[str, ...]:
@@ -107,20 +108,17 @@ def build_code_object(source: str, arch: str = "gfx90a", *, numerics: Numerics =
     err, prog = hiprtc.hiprtcCreateProgram(source.encode(), b"agnostic_kernel.hip", 0, [], [])
     if err != hiprtc.hiprtcResult.HIPRTC_SUCCESS:
         raise BuildError(f"hiprtcCreateProgram failed: {err}")
-    try:
-        (err,) = hiprtc.hiprtcCompileProgram(prog, len(opts), [o.encode() for o in opts])
-        if err != hiprtc.hiprtcResult.HIPRTC_SUCCESS:
-            _, size = hiprtc.hiprtcGetProgramLogSize(prog)
-            buf = bytearray(size)
-            hiprtc.hiprtcGetProgramLog(prog, buf)
-            raise BuildError(f"hiprtc failed for {arch}: {err}\n{bytes(buf).decode(errors='replace')}")
-        _, size = hiprtc.hiprtcGetCodeSize(prog)
-        code = bytearray(size)
-        hiprtc.hiprtcGetCode(prog, code)
-    finally:
-        # No hiprtcDestroyProgram: through hip-python on ROCm 5.2 it segfaults the process. The
-        # program leaks (a few kB per build; builds are cached on disk).
-        pass
+    # No hiprtcDestroyProgram below: through hip-python on ROCm 5.2 it segfaults the process, so
+    # each build leaks its program (a few kB; builds are cached on disk).
+    (err,) = hiprtc.hiprtcCompileProgram(prog, len(opts), [o.encode() for o in opts])
+    if err != hiprtc.hiprtcResult.HIPRTC_SUCCESS:
+        _, size = hiprtc.hiprtcGetProgramLogSize(prog)
+        buf = bytearray(size)
+        hiprtc.hiprtcGetProgramLog(prog, buf)
+        raise BuildError(f"hiprtc failed for {arch}: {err}\n{bytes(buf).decode(errors='replace')}")
+    _, size = hiprtc.hiprtcGetCodeSize(prog)
+    code = bytearray(size)
+    hiprtc.hiprtcGetCode(prog, code)
     code = bytes(code)
     if cache:
         _cache.put(source, arch, version, opts, code, ".hsaco")

@@ -1,0 +1,194 @@
+"""Run the emitted C kernels on the CPU, to check their numerics without a GPU.
+
+The C source is the very text :func:`~backends.cstyle.render` emits for CUDA and HIP, rendered in a
+third dialect, ``CPU_SIM``, whose prelude makes it plain C++20 for the system ``g++``: one
+``std::thread`` per GPU thread, blocks run one after another (so ``__shared__`` can be a function
+``static``), ``__syncthreads()`` is a ``std::barrier`` over the block and a warp shuffle exchanges
+values through memory between two barriers over the warp. The warp is 4 lanes and a block 2 warps,
+so the butterfly, the cross-warp step through shared memory, the grid-stride loops and the
+multi-phase row loops all run, on few threads::
+
+    kernel = HostKernel.build(ir)            # g++ -> a shared library, cached on disk
+    kernel(inputs, outputs, sizes)           # CPU tensors, the IR's argument order
+
+What this checks: indexing, masking, gathers, phase placement, reduction trees, every scalar op's
+C expression, the half/bfloat16 conversions. What it cannot: the vendors' math libraries (libm's
+expf is not CUDA's), warp-synchronous timing, and anything the GPU compilers alone do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .c_build import BinaryCache, BuildError
+from .cstyle import _HIP_PRELUDE, CDialect, CKernel, Numerics, c_type, render, render_module
+from .kernel_ir import KernelIR
+
+log = logging.getLogger("agnostic_rt.backends.cstyle")
+
+__all__ = ["CPU_SIM", "HostKernel", "HostModule", "available"]
+
+_SIM = r"""
+#include <barrier>
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <vector>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+struct ag_dim3 { unsigned x, y, z; };
+static thread_local ag_dim3 threadIdx, blockIdx;
+static ag_dim3 blockDim, gridDim;
+static std::barrier<>* ag_block_barrier;
+static std::vector<std::barrier<>*> ag_warp_barriers;
+static unsigned char ag_exchange[1024][8];  // one slot per thread of the running block
+
+inline void __syncthreads() { ag_block_barrier->arrive_and_wait(); }
+// A warp shuffle: publish, wait for the warp, read the partner's slot, wait again before reuse.
+template <typename T> inline T ag_sim_shfl_xor(T v, int o) {
+  static_assert(sizeof(T) <= 8, "shuffled values are at most 8 bytes");
+  const unsigned t = threadIdx.x;
+  std::barrier<>& warp = *ag_warp_barriers[t / AG_WARP];
+  std::memcpy(ag_exchange[t], &v, sizeof(T));
+  warp.arrive_and_wait();
+  T w;
+  std::memcpy(&w, ag_exchange[t ^ (unsigned)o], sizeof(T));
+  warp.arrive_and_wait();
+  return w;
+}
+inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }
+// numerics="fast" intrinsics have no host equivalent: the host runs the accurate functions.
+#define __expf expf
+#define __logf logf
+#define __log2f log2f
+#define __sinf sinf
+#define __cosf cosf
+#define __fdividef(a, b) ((a) / (b))
+inline float rsqrtf(float a) { return 1.0f / sqrtf(a); }
+
+template <typename F> void ag_run_grid(int grid, int block, F kernel) {
+  gridDim = {(unsigned)grid, 1, 1};
+  blockDim = {(unsigned)block, 1, 1};
+  std::barrier<> block_barrier(block);
+  std::vector<std::barrier<>*> warps;
+  for (int w = 0; w < block / AG_WARP; ++w) warps.push_back(new std::barrier<>(AG_WARP));
+  ag_block_barrier = &block_barrier;
+  ag_warp_barriers = warps;
+  for (int b = 0; b < grid; ++b) {  // blocks in turn: __shared__ (static) is the running block's
+    std::vector<std::thread> threads;
+    for (int t = 0; t < block; ++t)
+      threads.emplace_back([=] { blockIdx = {(unsigned)b, 0, 0}; threadIdx = {(unsigned)t, 0, 0}; kernel(); });
+    for (auto& th : threads) th.join();
+  }
+  for (auto* w : warps) delete w;
+}
+"""
+
+#: The host dialect: a 4-lane warp, shuffles and barriers simulated with threads.
+CPU_SIM = CDialect(
+    name="cpu_sim", warp_size=4, shfl_xor="ag_sim_shfl_xor({v}, {o})",
+    prelude=_SIM + _HIP_PRELUDE,  # _Float16 conversions, as on AMD: g++ knows the type too
+    kernel_prefix="", launch_bounds="", barrier="__syncthreads()", shared="static",
+)
+
+#: Threads per block on the host: two warps, so the shared-memory step across warps runs too.
+HOST_THREADS = 2 * CPU_SIM.warp_size
+#: Blocks per launch: few, so the grid-stride loops over elements and rows take several turns.
+HOST_GRID = 3
+
+
+def available() -> bool:
+    """Whether a C++20 host compiler is on the PATH."""
+    return shutil.which("g++") is not None
+
+
+def _launcher(kernel: CKernel) -> str:
+    """``extern "C" void launch_<name>(grid, block, buffers, sizes)`` calling the kernel on every thread."""
+    ir = kernel.ir
+    args = [f"(const {c_type(b.dtype, storage=True)}*)bufs[{i}]" for i, b in enumerate(ir.inputs)]
+    args += [f"({c_type(b.dtype, storage=True)}*)bufs[{len(ir.inputs) + i}]" for i, b in enumerate(ir.outputs)]
+    args += [f"sizes[{i}]" for i in range(len(ir.sizes))]
+    return (f'extern "C" void launch_{kernel.name}(int grid, int block, void** bufs, const long long* sizes) {{\n'
+            f"  ag_run_grid(grid, block, [=] {{ {kernel.name}({', '.join(args)}); }});\n}}\n")
+
+
+class HostModule:
+    """Many kernels in one shared library (one g++ run), each callable as a :class:`HostKernel`."""
+
+    def __init__(self, kernels: Sequence[CKernel]):
+        self.kernels = {k.name: k for k in kernels}
+        source = render_module(list(self.kernels.values()), CPU_SIM)
+        source += "\n" + "".join(_launcher(k) for k in self.kernels.values())
+        self.source = source
+        self.lib = ctypes.CDLL(str(_compile(source)))
+
+    def __getitem__(self, name: str) -> HostKernel:
+        return HostKernel(self.kernels[name], getattr(self.lib, f"launch_{name}"))
+
+
+class HostKernel:
+    """One C kernel on the CPU: ``kernel(inputs, outputs, sizes=None)`` with CPU tensors."""
+
+    def __init__(self, kernel: CKernel, fn: Any):
+        self.kernel, self._fn = kernel, fn
+        fn.restype = None
+        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_longlong)]
+
+    @classmethod
+    def build(cls, ir: KernelIR, *, numerics: Numerics = "strict", mode: str | None = None) -> HostKernel:
+        kernel = render(ir, CPU_SIM, numerics=numerics, mode=mode, max_threads=HOST_THREADS)
+        return HostModule([kernel])[kernel.name]
+
+    def __call__(self, inputs: Sequence[Any], outputs: Sequence[Any], sizes: Mapping[str, int] | None = None) -> None:
+        ir = self.kernel.ir
+        if len(inputs) != len(ir.inputs) or len(outputs) != len(ir.outputs):
+            raise ValueError(f"{self.kernel.name} takes {len(ir.inputs)} inputs and {len(ir.outputs)} outputs")
+        values = {s.name: s.hint for s in ir.sizes}
+        values.update(sizes or {})
+        grid, block = self.kernel.launch(values, max_grid=HOST_GRID)
+        if grid == 0:
+            return
+        ptrs = (ctypes.c_void_p * max(1, len(inputs) + len(outputs)))(*[t.data_ptr() for t in (*inputs, *outputs)])
+        sz = (ctypes.c_longlong * max(1, len(ir.sizes)))(*[int(values[s.name]) for s in ir.sizes])
+        self._fn(grid, block, ptrs, sz)
+
+
+def render_host(ir: KernelIR, *, numerics: Numerics = "strict", mode: str | None = None) -> CKernel:
+    """``ir`` in the host dialect, sized for :data:`HOST_THREADS` threads per block."""
+    return render(ir, CPU_SIM, numerics=numerics, mode=mode, max_threads=HOST_THREADS)
+
+
+_cache = BinaryCache("host")
+_FLAGS = ["-std=c++20", "-O1", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC", "-pthread", "-w"]
+
+
+def _compile(source: str) -> Path:
+    """g++ ``source`` into a shared library (cached by source and flags)."""
+    if not available():
+        raise BuildError("no g++ on the PATH: the host checks of the C kernels need a C++20 compiler")
+    version = subprocess.run(["g++", "-dumpfullversion"], capture_output=True, text=True).stdout.strip()
+    path = _cache.path(source, "x86_64", f"g++-{version}", _FLAGS, ".so")
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kernels.cpp"
+        src.write_text(source)
+        out = Path(tmp) / "kernels.so"
+        proc = subprocess.run(["g++", *_FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BuildError(f"g++ failed on the host kernels:\n{proc.stderr[-4000:]}")
+        _cache.put(source, "x86_64", f"g++-{version}", _FLAGS, out.read_bytes(), ".so")
+    return path

@@ -1,0 +1,302 @@
+"""The C-family emitter: one renderer, two dialects, and the numerics of its C on the CPU.
+
+Numerics run the emitted C through g++ (backends/c_host.py: threads as GPU threads, a 4-lane warp)
+and compare with ATen: hand-built kernels at odd sizes, every scalar op on special values, and every
+kernel group of the zoo's training steps against the same FX nodes run by ATen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from zoo_kernels import FAMILIES, handmade, op_cases, op_irs, unique_irs, zoo_kernels
+
+from backends.c_host import CPU_SIM, HOST_THREADS, HostModule, available
+from backends.cstyle import CUDA, HIP, render
+from backends.kernel_ir import KernelBuilder, Var, iadd, imul
+
+pytestmark = pytest.mark.skipif(not available(), reason="needs g++ for the host numerics")
+
+SPECIALS = [-math.inf, -100.0, -3.5, -2.5, -1.5, -1.0, -0.5, -0.0, 0.0, 1e-30, 0.5, 1.0, 1.5, 2.5, 3.7, 100.0,
+            math.inf, math.nan]
+
+
+def _row_max_ir(hint_rows: int):
+    """amax over rows of a [rows, 1000] tensor, generated for a batch of ``hint_rows``."""
+    b = KernelBuilder("row_max")
+    rows, cols = b.size("rows", hint_rows), b.size("cols", 1000)
+    v = b.load(b.input("in0", "float32"), iadd(imul(Var("x0"), cols), Var("r0")))
+    b.store(b.output("out0", "float32"), Var("x0"), b.reduce("max", v, "float32"))
+    return b.build([rows], [cols])
+
+
+# ------------------------------------------------------------------------------------------ emitter
+
+
+def test_cuda_and_hip_differ_only_in_the_dialect():
+    ir = handmade()["softmax"]
+    cuda, hip = render(ir, CUDA), render(ir, HIP)
+    assert "__shfl_xor_sync(0xffffffffu" in cuda.source and "__shfl_xor_sync" not in hip.source
+    assert "__shfl_xor((v), (o))" in hip.source
+    assert "#define AG_WARP 32" in cuda.source and "#define AG_WARP 64" in hip.source
+    # The kernel bodies are the same text but for the per-dialect sizes (shared slots per warp).
+    strip = lambda s: s.replace("[32]", "[N]").replace("[16]", "[N]")  # noqa: E731
+    assert strip(cuda.body) == strip(hip.body)
+
+
+def test_sizes_are_arguments_so_a_new_batch_size_reuses_the_source():
+    assert render(_row_max_ir(8), CUDA).source == render(_row_max_ir(4096), CUDA).source
+
+
+def test_strict_numerics_use_accurate_libm_and_fast_uses_intrinsics():
+    ir = op_irs()["exp_f32"]
+    strict, fast = render(ir, CUDA).body, render(ir, CUDA, numerics="fast").body
+    assert "expf(" in strict and "__expf" not in strict
+    assert "__expf(" in fast
+
+
+def test_short_rows_get_a_warp_and_long_rows_a_block():
+    irs = handmade()
+    assert render(irs["row_extremes"], CUDA).mode == "warp"
+    assert render(irs["long_row_sum"], CUDA).mode == "block"
+    assert render(irs["pointwise_strided"], HIP).mode == "pointwise"
+
+
+def test_unknown_numerics_is_rejected_with_the_choices():
+    with pytest.raises(ValueError, match="strict"):
+        render(handmade()["cat"], CUDA, numerics="sloppy")
+
+
+# -------------------------------------------------------------------------------- host numerics
+
+
+@pytest.fixture(scope="module")
+def hand_module() -> tuple[HostModule, dict]:
+    """Every hand-built kernel, in both reduction modes where it reduces, in one host library."""
+    kernels, names = [], {}
+    for name, ir in handmade().items():
+        modes = ("warp", "block") if ir.is_reduction else ("pointwise",)
+        for mode in modes:
+            k = render(ir, CPU_SIM, mode=mode, max_threads=HOST_THREADS)
+            kernels.append(k)
+            names[(name, mode)] = k.name
+    return HostModule(kernels), names
+
+
+def _modes(name):
+    return ("warp", "block") if handmade()[name].is_reduction else ("pointwise",)
+
+
+def _run(hand_module, name, mode, inputs, outputs, sizes):
+    module, names = hand_module
+    module[names[(name, mode)]](inputs, outputs, sizes)
+
+
+@pytest.mark.parametrize("mode", _modes("pointwise_strided"))
+def test_pointwise_with_transposed_and_broadcast_inputs_matches_aten(hand_module, mode):
+    m, n = 11, 29  # not the hints (7, 13): the same binary serves other sizes
+    storage = torch.randn(n, m)
+    bias = torch.randn(n).half()
+    out = torch.empty(m, n, dtype=torch.bfloat16)
+    _run(hand_module, "pointwise_strided", mode, [storage, bias], [out], {"s0": m, "s1": n})
+    a = storage.t()
+    expected = (torch.tanh(a) * bias.float() + torch.sigmoid(a)).bfloat16()
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("mode", _modes("softmax"))
+@pytest.mark.parametrize("rows,cols", [(37, 1000), (3, 5), (1, 1)])
+def test_softmax_and_argmax_match_aten_at_odd_sizes(hand_module, mode, rows, cols):
+    x = torch.randn(rows, cols).half()
+    out = torch.full((rows, cols), math.nan).half()
+    am = torch.full((rows,), -7)
+    _run(hand_module, "softmax", mode, [x], [out, am], {"s0": rows, "s1": cols})
+    torch.testing.assert_close(out, torch.softmax(x.float(), -1).half())
+    assert torch.equal(am, x.float().argmax(-1))
+
+
+@pytest.mark.parametrize("mode", _modes("layer_norm"))
+def test_two_pass_layer_norm_matches_aten(hand_module, mode):
+    rows, cols = 5, 77
+    x, w, bias = torch.randn(rows, cols).bfloat16(), torch.randn(cols), torch.randn(cols)
+    y, mean, rstd = torch.empty(rows, cols), torch.empty(rows), torch.empty(rows)
+    _run(hand_module, "layer_norm", mode, [x, w, bias], [y, mean, rstd], {"s0": rows, "s1": cols})
+    ref, ref_mean, ref_rstd = torch.ops.aten.native_layer_norm(x.float(), [cols], w, bias, 1e-5)
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(mean, ref_mean.flatten())
+    torch.testing.assert_close(rstd, ref_rstd.flatten())
+
+
+@pytest.mark.parametrize("mode", _modes("row_extremes"))
+def test_arg_and_extreme_reductions_follow_aten_on_nan_and_ties(hand_module, mode):
+    rows, cols = 6, 11
+    f = torch.randn(rows, cols)
+    f[0, 3] = f[0, 7] = f[0].min() - 1  # a tie for the minimum: the first index wins
+    f[1, 4] = f[1, 9] = f[1].max() + 1  # a tie for the maximum
+    f[2, 5] = math.nan  # NaN is both the max and the min
+    f[3, :] = -math.inf  # all -inf: argmax is 0, max is -inf
+    f[4, 2] = math.nan
+    f[4, 8] = math.nan  # two NaNs: the first
+    i = torch.randint(-5, 6, (rows, cols), dtype=torch.int32)
+    outs = [torch.empty(rows, dtype=torch.int64), torch.empty(rows, dtype=torch.int64), torch.empty(rows),
+            torch.empty(rows), torch.empty(rows, dtype=torch.int64), torch.empty(rows, dtype=torch.int32),
+            torch.empty(rows, dtype=torch.int32), torch.empty(rows, dtype=torch.int64),
+            torch.empty(rows, dtype=torch.int64)]
+    _run(hand_module, "row_extremes", mode, [f, i], outs, {"s0": rows, "s1": cols})
+    expected = [f.argmin(1), f.argmax(1), f.amax(1), f.amin(1), i.argmax(1), i.amax(1), i.amin(1),
+                i.long().sum(1), i.long().prod(1)]
+    for got, want in zip(outs, expected):
+        torch.testing.assert_close(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("mode", _modes("long_row_sum"))
+def test_sum_over_a_long_row_matches_aten(hand_module, mode):
+    x = torch.randn(3, 100003, dtype=torch.float64)
+    out = torch.empty(3, dtype=torch.float64)
+    _run(hand_module, "long_row_sum", mode, [x], [out], {"s0": 3, "s1": 100003})
+    torch.testing.assert_close(out, x.sum(1))
+
+
+@pytest.mark.parametrize("mode", _modes("sum_outer_inner"))
+def test_sum_over_outer_and_inner_dims_matches_aten(hand_module, mode):
+    x = torch.randn(4, 6, 9)
+    out = torch.empty(6)
+    _run(hand_module, "sum_outer_inner", mode, [x], [out], {"s0": 4, "s1": 6, "s2": 9})
+    torch.testing.assert_close(out, x.sum((0, 2)))
+
+
+def test_embedding_gather_matches_aten(hand_module):
+    weight, ids = torch.randn(50, 17), torch.randint(0, 50, (23,))
+    out = torch.empty(23, 17)
+    _run(hand_module, "embedding", "pointwise", [ids, weight], [out], {"s0": 23, "s1": 17})
+    torch.testing.assert_close(out, torch.nn.functional.embedding(ids, weight))
+
+
+def test_masked_loads_concatenate_without_reading_outside_each_source(hand_module):
+    p, q = torch.randn(4), torch.randn(13)
+    out = torch.empty(17)
+    _run(hand_module, "cat", "pointwise", [p, q], [out], {"s0": 4, "s1": 13, "s2": 17})
+    torch.testing.assert_close(out, torch.cat([p, q]))
+
+
+# ---------------------------------------------------------------------------- every scalar op
+
+
+def _aten(op: str, args: list[torch.Tensor], out_dtype: torch.dtype) -> torch.Tensor:
+    fn = {
+        "neg": torch.neg, "abs": torch.abs, "reciprocal": torch.reciprocal, "exp": torch.exp, "exp2": torch.exp2,
+        "expm1": torch.expm1, "log": torch.log, "log2": torch.log2, "log1p": torch.log1p, "sqrt": torch.sqrt,
+        "rsqrt": torch.rsqrt, "tanh": torch.tanh, "erf": torch.erf, "sigmoid": torch.sigmoid, "sin": torch.sin,
+        "cos": torch.cos, "floor": torch.floor, "ceil": torch.ceil, "trunc": torch.trunc, "round": torch.round,
+        "sign": torch.sign, "isnan": torch.isnan, "isinf": torch.isinf, "logical_not": torch.logical_not,
+        "bitwise_not": torch.bitwise_not, "add": torch.add, "sub": torch.sub, "mul": torch.mul,
+        "truediv": torch.true_divide, "floordiv": torch.floor_divide, "remainder": torch.remainder,
+        "fmod": torch.fmod, "pow": torch.pow, "maximum": torch.maximum, "minimum": torch.minimum,
+        "eq": torch.eq, "ne": torch.ne, "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge,
+        "logical_and": torch.logical_and, "logical_or": torch.logical_or, "bitwise_and": torch.bitwise_and,
+        "bitwise_or": torch.bitwise_or, "bitwise_xor": torch.bitwise_xor, "where": torch.where,
+    }
+    if op == "cast":
+        # Through float32 as the kernel does; half outputs are compared after the round trip.
+        return args[0].to(out_dtype)
+    return fn[op](*args).to(out_dtype)
+
+
+def _op_inputs(dtypes: tuple[str, ...], op: str) -> list[torch.Tensor]:
+    """Special values crossed with each other (binary ops) plus random ones; ints avoid /0 and x**-n."""
+    n = len(SPECIALS)
+    out = []
+    for k, dt in enumerate(dtypes):
+        if dt in ("float32", "float64"):
+            sp = torch.tensor(SPECIALS, dtype=getattr(torch, dt))
+            if op == "cast" and dtypes == ("float32",):
+                sp = sp[torch.isfinite(sp)]  # float -> int of inf/NaN is undefined in C and in ATen
+            if len(dtypes) == 2:
+                grid = sp.repeat_interleave(n) if k == 0 else sp.repeat(n)
+                out.append(torch.cat([grid, torch.randn(31, dtype=sp.dtype) * 10]))
+            else:
+                out.append(torch.cat([sp, torch.randn(31, dtype=sp.dtype) * 10]))
+        elif dt == "bool":
+            out.append(torch.tensor([True, False, True, True, False, False] * 5))
+        else:
+            lo = 0 if op == "pow" and k == 1 else -9
+            t = torch.randint(lo, 10, (61,), dtype=getattr(torch, dt))
+            if k == 1 and op in ("floordiv", "remainder", "fmod"):
+                t[t == 0] = 3
+            out.append(t)
+    size = min(t.numel() for t in out)
+    return [t[:size].contiguous() for t in out]
+
+
+@pytest.fixture(scope="module")
+def op_module() -> tuple[HostModule, dict[str, str]]:
+    kernels = {name: render(ir, CPU_SIM, max_threads=HOST_THREADS) for name, ir in op_irs().items()}
+    return HostModule(list(kernels.values())), {name: k.name for name, k in kernels.items()}
+
+
+@pytest.mark.parametrize("case", op_cases(), ids=lambda c: c[0])
+def test_scalar_op_matches_aten(op_module, case):
+    name, op, in_dtypes, out_dtype = case
+    ir = op_irs()[name]
+    if op == "where":
+        args = [_op_inputs(("bool",), op)[0][:30], torch.randn(30), torch.randn(30)]
+    else:
+        args = _op_inputs(in_dtypes, op)
+    n = args[0].numel()
+    out = torch.empty(n, dtype=getattr(torch, out_dtype))
+    module, names = op_module
+    module[names[name]](args, [out], {ir.sizes[0].name: n})
+    expected = _aten(op, args, out.dtype)
+    # libm vs ATen's vectorised (Sleef) functions: a few ulp apart (ATen's float sqrt too: Sleef's
+    # is 0.5001 ulp, the C one correctly rounded); everything else must be bit-exact.
+    exact = op not in ("exp", "exp2", "expm1", "log", "log2", "log1p", "tanh", "erf", "sigmoid", "sin", "cos",
+                       "pow", "rsqrt", "sqrt")
+    if exact:
+        torch.testing.assert_close(out, expected, rtol=0, atol=0, equal_nan=True)
+    else:
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+# -------------------------------------------------------------------------------- the zoo on the host
+
+
+def _random_like(meta: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A CPU tensor with ``meta``'s shape, strides and dtype; ints in [0, 2) so any index is valid."""
+    shape, stride = tuple(meta.shape), tuple(meta.stride())
+    extent = 1 + sum((s - 1) * st for s, st in zip(shape, stride) if s > 0) if all(shape) else 0
+    if meta.dtype.is_floating_point:
+        flat = torch.randn(max(extent, 1), generator=gen).to(meta.dtype)
+    elif meta.dtype == torch.bool:
+        flat = torch.randint(0, 2, (max(extent, 1),), generator=gen).bool()
+    else:
+        flat = torch.randint(0, 2, (max(extent, 1),), generator=gen).to(meta.dtype)
+    return flat.as_strided(shape, stride)
+
+
+def _empty_like(meta: torch.Tensor) -> torch.Tensor:
+    shape, stride = tuple(meta.shape), tuple(meta.stride())
+    extent = 1 + sum((s - 1) * st for s, st in zip(shape, stride) if s > 0) if all(shape) else 1
+    fill = math.nan if meta.dtype.is_floating_point else (-7 if meta.dtype != torch.bool else False)
+    return torch.full((extent,), fill, dtype=meta.dtype).as_strided(shape, stride)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_zoo_kernel_matches_aten_on_the_host(family):
+    kernels = unique_irs(zoo_kernels(family))
+    rendered = [render(k.ir, CPU_SIM, max_threads=HOST_THREADS) for k in kernels]
+    module = HostModule(rendered)
+    gen = torch.Generator().manual_seed(0)
+    failures = []
+    for k, c in zip(kernels, rendered):
+        args = [_random_like(n.meta["val"], gen) for n in k.inputs]
+        expected = k.reference(args)
+        outs = [_empty_like(n.meta["val"]) for n in k.outputs]
+        module[c.name](args, outs)
+        for i, (got, want) in enumerate(zip(outs, expected)):
+            try:
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, equal_nan=True, check_stride=False)
+            except AssertionError as e:
+                failures.append(f"{k.ir.name} output {i} ({', '.join(str(n.target) for n in k.nodes)}): {e}")
+    assert not failures, f"{len(failures)} of {len(kernels)} kernels differ from ATen:\n" + "\n".join(failures[:5])
