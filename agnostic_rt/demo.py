@@ -292,16 +292,15 @@ def _sky_handoff(out: Path, job_steps: int, flops_per_step: float, run_id: str) 
     from .migrate import EXIT_PREEMPTED
     from .placement.feeds import TableFeed
     from .placement.policy import JobProfile, PlacementPolicy
-    from .placement.skypilot import build_task_config, launch
+    from .placement.skypilot import launch, plan_next_machine
 
     job = JobProfile(job_steps, flops_per_step, checkpoint_bytes=0.0)
-    decision = PlacementPolicy().decide(TableFeed().offers(), job)
-    spot = [q for q in decision.ranked if q.offer.spot][:4]
     # The next machine runs this demo's own resume worker against the mounted checkpoint bucket.
     entrypoint = (f"python -m agnostic_rt.demo --worker resume --device fastest --steps {job_steps} "
                   "--ckpt $AGNOSTIC_RT_RESUME_FROM")
-    cfg = build_task_config(spot, bucket="s3://YOUR-BUCKET/agnostic-rt", run_id=run_id, entrypoint=entrypoint,
-                            use_spot=True, preempt_exit_code=EXIT_PREEMPTED)
+    decision, cfg = plan_next_machine(TableFeed(), job, bucket="s3://YOUR-BUCKET/agnostic-rt", run_id=run_id,
+                                      entrypoint=entrypoint, policy=PlacementPolicy(allow_on_demand=False),
+                                      preempt_exit_code=EXIT_PREEMPTED)
     import contextlib
     import io
 

@@ -13,6 +13,7 @@ from agnostic_rt.placement.skypilot import (
     RESUME_ENV,
     build_task_config,
     launch,
+    plan_next_machine,
     task_yaml,
     validate_task_config,
 )
@@ -102,3 +103,17 @@ def test_launch_without_skypilot_writes_yaml_and_prints_the_command(tmp_path, ca
     assert yaml.safe_load(handoff.yaml_path.read_text()) == cfg
     assert handoff.command == f"sky jobs launch -n agnostic-rt-gpt2-a {tmp_path / 'next.yaml'}"
     assert handoff.command in capsys.readouterr().out
+
+
+def test_plan_next_machine_after_a_notice_leaves_the_lost_market_out():
+    offers = TableFeed().offers()
+    gone = Offer("azure", "eastus", "MI300X", True, 2.6, available=False)
+    feed = TableFeed(rows=[o if o.key != gone.key else gone for o in offers])
+    decision, cfg = plan_next_machine(feed, JobProfile.from_gpu_hours(20), current=gone, bucket="s3://ckpts",
+                                      run_id="r2", entrypoint="python train.py",
+                                      policy=PlacementPolicy(allow_on_demand=False))
+    assert decision.action == "move"
+    assert {"infra": "azure/eastus", "accelerators": "MI300X:1"} not in cfg["resources"]["any_of"]
+    assert cfg["resources"]["any_of"][0]["infra"] == decision.offer.infra
+    assert cfg["resources"]["use_spot"] is True
+    assert len(cfg["resources"]["any_of"]) <= 4

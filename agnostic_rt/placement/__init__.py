@@ -20,10 +20,10 @@ from .feeds import (
     default_feed,
 )
 from .policy import Decision, Hysteresis, JobProfile, MoveCosts, PlacementPolicy, Quote
-from .skypilot import HandOff, build_task_config, launch, task_yaml, validate_task_config
+from .skypilot import HandOff, build_task_config, launch, plan_next_machine, task_yaml, validate_task_config
 
 __all__ = [
     "Offer", "Feed", "FeedWarning", "TableFeed", "AwsSpotFeed", "SkyPilotCatalogFeed", "CombinedFeed", "default_feed",
     "JobProfile", "MoveCosts", "Hysteresis", "Quote", "Decision", "PlacementPolicy",
-    "HandOff", "build_task_config", "validate_task_config", "task_yaml", "launch",
+    "HandOff", "build_task_config", "validate_task_config", "task_yaml", "launch", "plan_next_machine",
 ]

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .feeds import Offer
-from .policy import Quote
+from .feeds import Feed, Offer
+from .policy import Decision, JobProfile, PlacementPolicy, Quote
 
 __all__ = [
     "TASK_SCHEMA", "RESOURCES_SCHEMA", "HandOff", "build_task_config", "validate_task_config", "task_yaml",
-    "launch", "skypilot_available", "CHECKPOINT_MOUNT", "RESUME_ENV",
+    "launch", "skypilot_available", "CHECKPOINT_MOUNT", "RESUME_ENV", "plan_next_machine",
 ]
 
 log = logging.getLogger("agnostic_rt.placement.skypilot")
@@ -184,6 +184,36 @@ def build_task_config(
         cfg["workdir"] = workdir
     validate_task_config(cfg)
     return cfg
+
+
+def plan_next_machine(
+    feed: Feed,
+    job: JobProfile,
+    *,
+    bucket: str,
+    run_id: str,
+    entrypoint: str,
+    current: Offer | None = None,
+    policy: PlacementPolicy | None = None,
+    top: int = 4,
+    **task_kw: Any,
+) -> tuple[Decision, dict[str, Any]]:
+    """The migration hand-off's placement step: rank ``feed``'s offers for ``job`` and build the task.
+
+    The task's ``any_of`` holds the ``top`` best offers of the chosen kind (spot or on-demand, as the
+    best one is), so SkyPilot can fall back across clouds and vendors if the first has no capacity.
+    ``current`` is where the run is now (unavailable after a notice). Extra keywords go to
+    :func:`build_task_config`.
+
+    >>> decision, cfg = plan_next_machine(TableFeed(), JobProfile.from_gpu_hours(50), bucket="s3://ckpt",
+    ...                                   run_id="r1", entrypoint="python train.py")
+    >>> launch(cfg, yaml_path="next.yaml")
+    """
+    policy = policy or PlacementPolicy()
+    decision = policy.decide(feed.offers(), job, current=current)
+    same_kind = [q for q in decision.ranked if q.offer.spot == decision.offer.spot][:top]
+    cfg = build_task_config(same_kind, bucket=bucket, run_id=run_id, entrypoint=entrypoint, **task_kw)
+    return decision, cfg
 
 
 def validate_task_config(cfg: Mapping[str, Any]) -> None:
