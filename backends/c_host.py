@@ -1,12 +1,13 @@
 """Run the emitted C kernels on the CPU, to check their numerics without a GPU.
 
 The C source is the very text :func:`~backends.cstyle.render` emits for CUDA and HIP, rendered in a
-third dialect, ``CPU_SIM``, whose prelude makes it plain C++20 for the system ``g++``: one
-``std::thread`` per GPU thread, blocks run one after another (so ``__shared__`` can be a function
-``static``), ``__syncthreads()`` is a ``std::barrier`` over the block and a warp shuffle exchanges
-values through memory between two barriers over the warp. The warp is 4 lanes and a block 2 warps,
-so the butterfly, the cross-warp step through shared memory, the grid-stride loops and the
-multi-phase row loops all run, on few threads::
+third dialect, ``CPU_SIM``, whose prelude makes it plain C++20 for the system ``g++``. The GPU
+threads of a block are fibers (ucontext) on one OS thread, switched at every barrier: deterministic,
+and no OS context switch per barrier. Blocks run one after another (so ``__shared__`` can be a
+function ``static``); ``__syncthreads()`` waits for the block's fibers, a warp shuffle exchanges
+values through memory between two waits for the warp's. The warp is 4 lanes and a block 2 warps, so
+the butterfly, the cross-warp step through shared memory, the grid-stride loops and the multi-phase
+row loops all run, on few threads::
 
     kernel = HostKernel.build(ir)            # g++ -> a shared library, cached on disk
     kernel(inputs, outputs, sizes)           # CPU tensors, the IR's argument order
@@ -36,33 +37,47 @@ log = logging.getLogger("agnostic_rt.backends.cstyle")
 __all__ = ["CPU_SIM", "HostKernel", "HostModule", "available"]
 
 _SIM = r"""
-#include <barrier>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
-#include <thread>
+#include <functional>
+#include <ucontext.h>
 #include <vector>
 #define __global__
 #define __device__
 #define __forceinline__ inline
 #define __restrict__ __restrict
 struct ag_dim3 { unsigned x, y, z; };
-static thread_local ag_dim3 threadIdx, blockIdx;
-static ag_dim3 blockDim, gridDim;
-static std::barrier<>* ag_block_barrier;
-static std::vector<std::barrier<>*> ag_warp_barriers;
+static ag_dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+// The threads of a block are fibers (ucontext) on one OS thread: a barrier is a yield to the
+// scheduler until every member has arrived. Deterministic, and no OS context switch per barrier.
+struct ag_fiber { ucontext_t ctx; bool done; std::vector<char> stack; };
+struct ag_bar { int count, arrived, gen; };
+static ucontext_t ag_scheduler;
+static std::vector<ag_fiber> ag_fibers;
+static int ag_current;
+static std::function<void()> ag_body;
+static ag_bar ag_block_bar;
+static std::vector<ag_bar> ag_warp_bars;
 static unsigned char ag_exchange[1024][8];  // one slot per thread of the running block
 
-inline void __syncthreads() { ag_block_barrier->arrive_and_wait(); }
+static void ag_wait(ag_bar& b) {
+  const int gen = b.gen;
+  if (++b.arrived == b.count) { b.arrived = 0; ++b.gen; return; }
+  while (b.gen == gen) swapcontext(&ag_fibers[ag_current].ctx, &ag_scheduler);
+}
+inline void __syncthreads() { ag_wait(ag_block_bar); }
 // A warp shuffle: publish, wait for the warp, read the partner's slot, wait again before reuse.
 template <typename T> inline T ag_sim_shfl_xor(T v, int o) {
   static_assert(sizeof(T) <= 8, "shuffled values are at most 8 bytes");
   const unsigned t = threadIdx.x;
-  std::barrier<>& warp = *ag_warp_barriers[t / AG_WARP];
+  ag_bar& warp = ag_warp_bars[t / AG_WARP];
   std::memcpy(ag_exchange[t], &v, sizeof(T));
-  warp.arrive_and_wait();
+  ag_wait(warp);
   T w;
   std::memcpy(&w, ag_exchange[t ^ (unsigned)o], sizeof(T));
-  warp.arrive_and_wait();
+  ag_wait(warp);
   return w;
 }
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
@@ -78,21 +93,37 @@ inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 
 #define __fdividef(a, b) ((a) / (b))
 inline float rsqrtf(float a) { return 1.0f / sqrtf(a); }
 
+static void ag_trampoline() { ag_body(); ag_fibers[ag_current].done = true; }
+
 template <typename F> void ag_run_grid(int grid, int block, F kernel) {
   gridDim = {(unsigned)grid, 1, 1};
   blockDim = {(unsigned)block, 1, 1};
-  std::barrier<> block_barrier(block);
-  std::vector<std::barrier<>*> warps;
-  for (int w = 0; w < block / AG_WARP; ++w) warps.push_back(new std::barrier<>(AG_WARP));
-  ag_block_barrier = &block_barrier;
-  ag_warp_barriers = warps;
+  ag_body = kernel;
   for (int b = 0; b < grid; ++b) {  // blocks in turn: __shared__ (static) is the running block's
-    std::vector<std::thread> threads;
-    for (int t = 0; t < block; ++t)
-      threads.emplace_back([=] { blockIdx = {(unsigned)b, 0, 0}; threadIdx = {(unsigned)t, 0, 0}; kernel(); });
-    for (auto& th : threads) th.join();
+    blockIdx = {(unsigned)b, 0, 0};
+    ag_block_bar = {block, 0, 0};
+    ag_warp_bars.assign(block / AG_WARP, ag_bar{AG_WARP, 0, 0});
+    ag_fibers.assign(block, ag_fiber{});
+    for (int t = 0; t < block; ++t) {
+      ag_fiber& f = ag_fibers[t];
+      f.stack.resize(1 << 16);
+      getcontext(&f.ctx);
+      f.ctx.uc_stack.ss_sp = f.stack.data();
+      f.ctx.uc_stack.ss_size = f.stack.size();
+      f.ctx.uc_link = &ag_scheduler;
+      makecontext(&f.ctx, ag_trampoline, 0);
+    }
+    for (int left = block; left > 0;) {  // round robin until every thread has returned
+      left = 0;
+      for (int t = 0; t < block; ++t) {
+        if (ag_fibers[t].done) continue;
+        ag_current = t;
+        threadIdx = {(unsigned)t, 0, 0};
+        swapcontext(&ag_scheduler, &ag_fibers[t].ctx);
+        left += !ag_fibers[t].done;
+      }
+    }
   }
-  for (auto* w : warps) delete w;
 }
 """
 

@@ -58,3 +58,42 @@ class InterpreterLibdevice:
 
 
 libdevice = InterpreterLibdevice()
+
+
+def _tensor(out: np.ndarray, like):
+    import triton.language as tl
+    from triton.runtime.interpreter import TensorHandle
+
+    scalar = like.handle.dtype.scalar
+    return tl.tensor(TensorHandle(out, scalar), tl.block_type(scalar, list(out.shape)))
+
+
+def _reduce(fn):
+    def call(v):
+        data = v.handle.data
+        with np.errstate(all="ignore"):
+            return _tensor(fn(data, axis=1, keepdims=True).astype(data.dtype), v)
+    return call
+
+
+def _arg_reduce(largest: bool):
+    """First index of the row's extreme value; NaN is the extreme, as in ATen."""
+    def call(v, i):
+        vals, idx = np.broadcast_arrays(v.handle.data, i.handle.data)
+        nan = vals != vals
+        with np.errstate(all="ignore"):
+            best = (np.max if largest else np.min)(np.where(nan, -np.inf if largest else np.inf, vals), axis=1,
+                                                   keepdims=True)
+        row_nan = nan.any(axis=1, keepdims=True)
+        hit = np.where(row_nan, nan, vals == best)
+        big = np.iinfo(np.int64).max
+        out = np.where(hit, idx, big).min(axis=1, keepdims=True).astype(idx.dtype)
+        return _tensor(out, i)
+    return call
+
+
+#: Replacements for the emitter's ``_reduce_<kind>`` helpers in interpreted modules.
+REDUCE_SHIMS = {
+    "_reduce_sum": _reduce(np.sum), "_reduce_prod": _reduce(np.prod), "_reduce_max": _reduce(np.max),
+    "_reduce_min": _reduce(np.min), "_reduce_argmax": _arg_reduce(True), "_reduce_argmin": _arg_reduce(False),
+}

@@ -188,7 +188,8 @@ def lower_op(low, node: fx.Node, out) -> TensorValue:
             return b.binary("add", c.operand(s, idx, c.cd), _mul(b, b.const(_scalar(value, c.cd), c.cd), prod, c.cd),
                             c.cd)
         return c.value(addc)
-    if p in (aten.clone, aten.lift_fresh_copy, aten.contiguous, aten._to_copy, prims.convert_element_type):
+    if p in (aten.clone, aten.lift_fresh_copy, aten.contiguous, aten._to_copy, prims.convert_element_type,
+             prims.copy_strided):
         x = args[0]
         return c.value(lambda idx: b.cast(c.operand(x, idx, compute_dtype(x.dtype)), c.cd))
     if p is aten.copy:

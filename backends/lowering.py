@@ -18,6 +18,7 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.fx as fx
 
@@ -109,7 +110,7 @@ _VIEWS = {aten.view, aten._unsafe_view, aten.reshape, aten.permute, aten.transpo
           aten.unsqueeze, aten.squeeze, aten.slice, aten.select, aten.alias, aten.split_with_sizes,
           aten.split, aten.unbind, prims.view_of, aten.view_as}
 _COPIES = {aten.clone, aten.lift_fresh_copy, aten._to_copy, aten.copy, prims.convert_element_type,
-           aten.contiguous}
+           aten.contiguous, prims.copy_strided}
 _SOURCES = {aten.full, aten.scalar_tensor, aten.arange, prims.iota, aten.full_like, aten.zeros_like,
             aten.ones_like, aten.zeros, aten.ones, aten.empty, aten.empty_like}
 _MISC = {aten.where, aten.clamp, aten.clamp_min, aten.clamp_max, aten.relu, aten.gelu, aten.silu, aten.cat,
@@ -295,6 +296,8 @@ class GroupLowering:
 
     # -- nodes
     def _arg(self, a) -> object:
+        if isinstance(a, (list, tuple)):
+            return type(a)(self._arg(x) for x in a)
         if isinstance(a, fx.Node):
             if a not in self.values:
                 raise Unsupported(f"{a} is neither an input nor in the group")
@@ -362,10 +365,35 @@ class GroupLowering:
     def _row_reader(self, op: int, row: list[IndexExpr], dims, keepdim: bool, ndim: int):
         def fn(idx):
             got = [i for d, i in enumerate(idx) if d not in dims] if keepdim else list(idx)
-            if got != list(row):
-                raise Unfusable(f"a row result read at {got}, not at its own row {row}")
+            if got != list(row) and not self._same_on_space(got, list(row)):
+                raise Unfusable(f"a row result read at another row ({len(got)}-d index)")
             return op
         return fn
+
+    def _same_on_space(self, a: list[IndexExpr], b: list[IndexExpr]) -> bool:
+        """Whether two index tuples agree at every point of the kernel's (x, r) space.
+
+        Decided by evaluating both on every point with this graph's sizes (shapes are static per
+        compile, so this is exact for the sizes the kernel is built for); spaces over 2**20 points
+        and data-dependent indices are refused rather than sampled.
+        """
+        if len(a) != len(b):
+            return False
+        extents = list(self._space_x) + list(self._space_r)
+        names = [f"x{i}" for i in range(len(self._space_x))] + [f"r{i}" for i in range(len(self._space_r))]
+        total = math.prod(extents)
+        if total > 2**20:
+            return False
+        # NumPy, not torch: this runs inside aot_autograd's fake-tensor mode.
+        grids = np.meshgrid(*[np.arange(e, dtype=np.int64) for e in extents], indexing="ij") if extents else []
+        env = {n: g.reshape(-1) for n, g in zip(names, grids)}
+        hints = {s.name: s.hint for s in self.b.sizes}
+        try:
+            return all(bool(np.array_equal(np.broadcast_to(_eval_index(x, env, hints), (max(total, 1),)),
+                                           np.broadcast_to(_eval_index(y, env, hints), (max(total, 1),))))
+                       for x, y in zip(a, b))
+        except _NotEvaluable:
+            return False
 
     def _reduce_values(self, node, kind, src: TensorValue, full, shape, dims) -> list[int]:
         b = self.b
@@ -413,6 +441,25 @@ class GroupLowering:
         for d in dims:
             expr = imul(expr, self.sz(shape[d]))
         return self.b.size_value(expr, "int64")
+
+
+class _NotEvaluable(Exception):
+    pass
+
+
+def _eval_index(e: IndexExpr, env: dict, hints: dict) -> np.ndarray:
+    from .kernel_ir import Bin, Size
+
+    if isinstance(e, Var):
+        return env[e.name]
+    if isinstance(e, Const):
+        return np.array([e.value], dtype=np.int64)
+    if isinstance(e, Size):
+        return np.array([hints[e.name]], dtype=np.int64)
+    if isinstance(e, Bin):
+        x, y = _eval_index(e.a, env, hints), _eval_index(e.b, env, hints)
+        return {"+": np.add, "*": np.multiply, "//": np.floor_divide, "%": np.remainder}[e.kind](x, y)
+    raise _NotEvaluable(str(e))
 
 
 def _meta_any(node: fx.Node) -> torch.Tensor:

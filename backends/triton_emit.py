@@ -62,6 +62,19 @@ _COMBINE = {
 }
 
 
+# ``_reduce_<kind>(v)``: reduce a [XBLOCK, RBLOCK] tile over r to [XBLOCK, 1]. A helper per kind so
+# that the interpreter can swap in a NumPy reduction (it would otherwise call the combine function
+# once per element); argmax/argmin take the lane's r index alongside the value.
+_REDUCE_HELPER = {
+    kind: f"@triton.jit\ndef _reduce_{kind}(v):\n    return tl.reduce(v, 1, _combine_{kind})[:, None]\n"
+    for kind in ("sum", "prod", "max", "min")
+}
+_REDUCE_HELPER.update({
+    kind: f"@triton.jit\ndef _reduce_{kind}(v, i):\n    return tl.reduce((v, i), 1, _combine_{kind})[1][:, None]\n"
+    for kind in ("argmax", "argmin")
+})
+
+
 class EmitError(Exception):
     """The IR uses something this emitter cannot express."""
 
@@ -282,7 +295,7 @@ class TritonEmitter:
         src = ["import triton", "import triton.language as tl", "from triton.language.extra import libdevice",
                "", ""]
         for kind in sorted(self.combines):
-            src += [_COMBINE[kind], ""]
+            src += [_COMBINE[kind], "", _REDUCE_HELPER[kind], ""]
         src.append("@triton.jit")
         params = ", ".join(args + [f"{c}: tl.constexpr" for c in consts])
         src.append(f"def {name}({params}):")
@@ -312,7 +325,7 @@ class TritonEmitter:
         if buf_dt != val.dtype:
             value = f"({value} != 0)" if buf_dt == "bool" else f"{value}.to({TL_DTYPE[buf_dt]})"
         if self.red and space == "xr" and val.space == "x":
-            value = f"({value} + tl.zeros([XBLOCK, RBLOCK], {TL_DTYPE[buf_dt]}))"
+            value = f"({value} + tl.full([XBLOCK, RBLOCK], 0, {TL_DTYPE[buf_dt]}))"
         return f"tl.store({st.buffer} + {self.pad(st.index, space)}, {value}, {self.mask_of(space)})"
 
     def reduce_persistent(self, i: int) -> str:
@@ -322,9 +335,8 @@ class TritonEmitter:
         arg = self.ir.ops[op.args[0]]
         v = f"tl.where(xmask & rmask, v{op.args[0]}, {_identity(kind, arg.dtype)})"
         if kind in ("argmax", "argmin"):
-            ridx = "(rindex + tl.zeros([XBLOCK, RBLOCK], tl.int64))"
-            return f"tl.reduce(({v}, {ridx}), 1, _combine_{kind})[1][:, None]"
-        return f"tl.reduce({v}, 1, _combine_{kind})[:, None]"
+            return f"_reduce_{kind}({v}, rindex + tl.full([XBLOCK, RBLOCK], 0, tl.int64))"
+        return f"_reduce_{kind}({v})"
 
     def looped(self, used: set[str]) -> list[str]:
         """One r loop per reduction phase; x-space ops between loops, as soon as they can run."""
@@ -357,7 +369,7 @@ class TritonEmitter:
                 adt = ir.ops[ir.ops[i].args[0]].dtype
                 out.append(f"acc{i} = tl.full([XBLOCK, RBLOCK], {_identity(kind, adt)}, {TL_DTYPE[adt]})")
                 if kind in ("argmax", "argmin"):
-                    out.append(f"acc{i}_i = tl.zeros([XBLOCK, RBLOCK], tl.int64)")
+                    out.append(f"acc{i}_i = tl.full([XBLOCK, RBLOCK], 0, tl.int64)")
             out.append("for roffset in range(0, rnumel, RBLOCK):")
             loop = ["rindex = roffset + tl.arange(0, RBLOCK).to(tl.int64)[None, :]", "rmask = rindex < rnumel",
                     "rzero = rindex * 0"]
@@ -373,11 +385,11 @@ class TritonEmitter:
                 adt = ir.ops[a].dtype
                 v = f"tl.where(xmask & rmask, v{a}, {_identity(kind, adt)})"
                 if ir.ops[a].space == "x":
-                    v = f"tl.where(xmask & rmask, v{a} + tl.zeros([XBLOCK, RBLOCK], {TL_DTYPE[adt]}), " \
+                    v = f"tl.where(xmask & rmask, v{a} + tl.full([XBLOCK, RBLOCK], 0, {TL_DTYPE[adt]}), " \
                         f"{_identity(kind, adt)})"
                 if kind in ("argmax", "argmin"):
                     loop.append(f"acc{i}, acc{i}_i = _combine_{kind}(acc{i}, acc{i}_i, {v}, "
-                                f"rindex + tl.zeros([XBLOCK, RBLOCK], tl.int64))")
+                                f"rindex + tl.full([XBLOCK, RBLOCK], 0, tl.int64))")
                 else:
                     loop.append(f"acc{i} = _combine_{kind}(acc{i}, {v})")
             for st in stores:
@@ -386,9 +398,9 @@ class TritonEmitter:
             for i in mine:
                 kind = ir.ops[i].attrs["kind"]
                 if kind in ("argmax", "argmin"):
-                    out.append(f"v{i} = tl.reduce((acc{i}, acc{i}_i), 1, _combine_{kind})[1][:, None]")
+                    out.append(f"v{i} = _reduce_{kind}(acc{i}, acc{i}_i)")
                 else:
-                    out.append(f"v{i} = tl.reduce(acc{i}, 1, _combine_{kind})[:, None]")
+                    out.append(f"v{i} = _reduce_{kind}(acc{i})")
                 emitted.add(i)
         emit_x(10**9)
         for st in x_stores:

@@ -88,8 +88,12 @@ def _is_impure(node: fx.Node) -> bool:
     schema = getattr(node.target, "_schema", None)
     if schema is not None and schema.is_mutable:
         return True
-    return packet_of(node) in (aten.bernoulli, aten.native_dropout, aten.rand, aten.randn, aten.rand_like,
-                               aten.randn_like, aten.randint, torch.ops.prims.inductor_random)
+    return packet_of(node) in _RANDOM or "random" in str(node.target) or "rand" in str(node.target)
+
+
+# Random ops are barriers: their ATen kernel owns the RNG stream (never replayed inside a kernel).
+_RANDOM = frozenset({aten.bernoulli, aten.native_dropout, aten.rand, aten.randn, aten.rand_like, aten.randn_like,
+                     aten.randint, aten.randint_like, aten.normal, aten.uniform, aten.multinomial})
 
 
 class FusionPartitioner:
