@@ -108,6 +108,7 @@ class EGraph:
         self.make_data = make_data
         self.merge_data = merge_data
         self.version = 0  # bumped on every change that can create new matches
+        self._node_count = 0  # e-nodes in all classes (exact after rebuild; may overcount between)
 
     # -- union-find -------------------------------------------------------------------------------
     def find(self, a: int) -> int:
@@ -143,6 +144,7 @@ class EGraph:
         self.hashcons[node] = cid
         self.by_op.setdefault(node.op, set()).add(cid)
         self.version += 1
+        self._node_count += 1
         return cid
 
     def union(self, a: int, b: int) -> bool:
@@ -175,11 +177,14 @@ class EGraph:
             for cid in todo:
                 repairs += 1
                 self._repair(cid)
+        count = 0
         for cls in self.classes.values():
             seen: dict[ENode, None] = {}
             for node in cls.nodes:
                 seen.setdefault(self.canonical(node), None)
             cls.nodes = list(seen)
+            count += len(cls.nodes)
+        self._node_count = count
         return repairs
 
     def _repair(self, cid: int) -> None:
@@ -218,7 +223,7 @@ class EGraph:
 
     @property
     def num_nodes(self) -> int:
-        return sum(len(c.nodes) for c in self.classes.values())
+        return self._node_count
 
     @property
     def num_classes(self) -> int:

@@ -47,6 +47,23 @@ class Extraction:
     notes: dict = field(default_factory=dict)
 
 
+_EPS = 1e-9
+
+
+def load_serialized(path: str) -> Problem:
+    """An e-graph in egraph-serialize JSON (extraction-gym): nodes {op, cost, eclass, children}."""
+    import json
+
+    with open(path) as f:
+        data = json.load(f)
+    nodes = data["nodes"]
+    classes: dict[object, list] = {}
+    for key, node in nodes.items():
+        kids = tuple(nodes[ch]["eclass"] for ch in node["children"])
+        classes.setdefault(node["eclass"], []).append((key, float(node["cost"]), kids))
+    return Problem(classes, list(data["root_eclasses"]))
+
+
 def reachable(problem: Problem, choice: dict[object, int]) -> list[object]:
     seen, stack, order = set(), list(problem.roots), []
     while stack:
@@ -95,12 +112,17 @@ def greedy(problem: Problem) -> Extraction:
     choice: dict[object, int] = {}
     heap: list[tuple[float, int, object, int]] = []
     tie = 0
+    # A tiny cost on every node keeps tree costs strictly increasing along edges (zero-cost nodes
+    # exist: views, TENSAT's no-ops), which is what makes the greedy choice acyclic.
+    eps = _EPS
     for c, nodes in problem.classes.items():
         for i, (_, cost, kids) in enumerate(nodes):
+            if c in kids:
+                continue  # a node that needs its own class can never be chosen first
             for k in set(kids):
                 parents[k].append((c, i))
             if not kids:
-                heap.append((cost, tie, c, i))
+                heap.append((cost + eps, tie, c, i))
                 tie += 1
     heapq.heapify(heap)
     # Dijkstra-like: a class is settled when popped with its least tree cost (costs are positive).
@@ -116,7 +138,7 @@ def greedy(problem: Problem) -> Extraction:
             _, pcost, pkids = problem.classes[pc][pi]
             kids = set(pkids)
             if all(k in best for k in kids):
-                heapq.heappush(heap, (pcost + sum(best[k] for k in kids), tie, pc, pi))
+                heapq.heappush(heap, (pcost + eps + sum(best[k] for k in kids), tie, pc, pi))
                 tie += 1
     missing = [r for r in problem.roots if r not in choice]
     if missing:

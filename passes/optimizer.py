@@ -130,7 +130,8 @@ def optimize_graph(gm: fx.GraphModule, target: Target, numerics: str = "strict",
     report.egraph_nodes, report.egraph_classes = fg.eg.num_nodes, fg.eg.num_classes
     report.cost_before, report.cost_after = original_cost(fg, cost), ext.cost
     out = gm
-    if report.cost_after < report.cost_before * (1 - 1e-9):
+    # Keep the input unless the gain is real: more than a nanosecond and a millionth of the cost.
+    if report.cost_before - report.cost_after > max(1e-9, 1e-6 * report.cost_before):
         choice = {c: problem.classes[c][i][0] for c, i in ext.choice.items()}
         out = fg.to_fx(choice)
         out.graph.lint()
