@@ -60,7 +60,7 @@ def _capture(model_name: str, batch: int) -> list[tuple[str, fx.GraphModule]]:
     Traced with aot_function over ``functional_call`` (parameters and buffers as explicit inputs,
     tied weights once), not through Dynamo: the same graphs aot_autograd gives the backend, in a fraction of the time.
     """
-    from functorch.compile import aot_function
+    from functorch.compile import aot_function, make_boxed_func
 
     entry = ZOO[model_name]
     model = entry.build()
@@ -74,7 +74,7 @@ def _capture(model_name: str, batch: int) -> list[tuple[str, fx.GraphModule]]:
     def record(kind):
         def compiler(gm, example_inputs):
             graphs.append((f"{kind}{len(graphs)}", gm))
-            return gm
+            return make_boxed_func(gm.forward)
         return compiler
 
     def step(*args):  # the loss too: its log-softmax and NLL backward are kernels as well
