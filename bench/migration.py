@@ -149,7 +149,7 @@ def bench_stall(state, workdir: Path, steps: int, every: int) -> list[str]:
     return [
         f"| step time, no checkpoints | {step_none * 1e3:.0f} ms | median of {n} rounds of {every} steps |",
         f"| async checkpoint: save() blocks the loop | {med(blocked['async']) * 1e3:.0f} ms | host snapshot; "
-        f"steps while it writes: {step_async * 1e3:.0f} ms each "
+        f"the {2 * every} steps after it (write in the background, then waited for): {step_async * 1e3:.0f} ms each "
         f"({(step_async / step_none - 1) * 100:+.0f}%, CPU training shares the cores with the writer) |",
         f"| blocking checkpoint: save() blocks the loop | {med(blocked['blocking']):.2f} s | "
         f"= {med(blocked['blocking']) / step_none:.1f} steps lost per checkpoint |",
