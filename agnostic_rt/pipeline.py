@@ -39,4 +39,4 @@ def compile_graph(gm: fx.GraphModule, example_inputs, *, target: Target, options
     stats = program.meta["agnostic_stats"]
     log.info("%s graph for %s: %d kernels, %d library calls, %d ATen nodes",
              kind, target.name, stats.kernels, stats.library, stats.aten)
-    return boxed(program)
+    return boxed(program, cudagraphs=options.cudagraphs and target.torch_device.startswith("cuda"))

@@ -97,15 +97,116 @@ def _getitem(seq, i):
 _getitem.__module__ = "operator"  # prints as a plain subscript in the generated source
 
 
-def boxed(program: fx.GraphModule) -> Callable:
-    """aot_autograd's boxed calling convention: the callee takes (and may clear) the arg list."""
+def boxed(program: fx.GraphModule, cudagraphs: bool = False) -> Callable:
+    """aot_autograd's boxed calling convention: the callee takes (and may clear) the arg list.
+
+    ``cudagraphs``: replay the program as a CUDA graph once its shapes proved static (see
+    :class:`CudaGraphRunner`); ignored unless the program's inputs are CUDA tensors.
+    """
     from torch._functorch.aot_autograd import make_boxed_func
 
+    if cudagraphs:
+        return make_boxed_func(CudaGraphRunner(program))
     return make_boxed_func(program.forward)
+
+
+class CudaGraphRunner:
+    """Runs a program eagerly once (compiles and autotunes its kernels), captures it in a
+    ``torch.cuda.CUDAGraph`` on the second call, and replays the graph from then on.
+
+    Inputs whose address did not change between the first two calls (parameters, buffers) are used
+    in place; the others are copied into static buffers before each replay. A call where a
+    supposedly fixed input moved, or any input is not a CUDA tensor (symbolic sizes, CPU scalars),
+    runs eagerly instead. Outputs are cloned out of the graph's pool so a later replay cannot
+    overwrite a tensor the caller still holds (activations saved for the backward).
+    """
+
+    def __init__(self, program: fx.GraphModule):
+        self.program = program
+        self.fn = program.forward
+        self.__name__ = "cudagraph_program"
+        self.calls = 0
+        self.graph = None
+        self.disabled = False
+        self.first_ptrs: list[int] | None = None
+        # Placeholders the program writes into (copy_ into an input): they must be used in place.
+        self.mutated = {i for i, n in enumerate(n for n in program.graph.nodes if n.op == "placeholder")
+                        if any(u.op == "call_function" and "copy_" in str(u.target) and u.args[0] is n
+                               for u in n.users)}
+
+    def _eligible(self, args) -> bool:
+        import torch
+
+        return all(isinstance(a, torch.Tensor) and a.is_cuda for a in args)
+
+    def __call__(self, *args):
+        if self.disabled:
+            return self.fn(*args)
+        if self.graph is not None:
+            return self._replay(args)
+        self.calls += 1
+        if not self._eligible(args):
+            self.disabled = True
+            log.debug("CUDA graphs off for this program: an input is not a CUDA tensor")
+            return self.fn(*args)
+        if self.calls == 1:
+            self.first_ptrs = [a.data_ptr() for a in args]
+            return self.fn(*args)
+        return self._capture(args)
+
+    def _capture(self, args):
+        import torch
+
+        self.fixed = [i for i, a in enumerate(args) if a.data_ptr() == self.first_ptrs[i]]
+        moved = [i for i in range(len(args)) if i not in self.fixed]
+        if any(i in self.mutated for i in moved):
+            self.disabled = True
+            log.debug("CUDA graphs off for this program: a mutated input changes address")
+            return self.fn(*args)
+        self.static = list(args)
+        for i in moved:
+            self.static[i] = args[i].clone()
+        self.moved = moved
+        self.fixed_ptrs = [args[i].data_ptr() for i in self.fixed]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.fn(*self.static)  # warm the allocator on a side stream, as capture requires
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.static_out = self.fn(*self.static)
+        except Exception as e:  # a host sync or a CPU op inside: not capturable, run eagerly
+            log.warning("CUDA graph capture failed; this program runs without it: %r", e)
+            self.disabled = True
+            return self.fn(*args)
+        self.graph = graph
+        log.info("captured a CUDA graph (%d inputs, %d copied per call)", len(args), len(moved))
+        return self._replay(args)
+
+    def _replay(self, args):
+        for i, p in zip(self.fixed, self.fixed_ptrs):
+            if args[i].data_ptr() != p:
+                return self.fn(*args)  # a parameter was replaced: this call runs eagerly
+        for i in self.moved:
+            self.static[i].copy_(args[i])
+        self.graph.replay()
+        return _clone_out(self.static_out)
+
+
+def _clone_out(out):
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out.clone()
+    if isinstance(out, (list, tuple)):
+        return type(out)(_clone_out(o) for o in out)
+    return out
 
 
 def count_generated(program: fx.GraphModule) -> ProgramStats:
     return program.meta.get("agnostic_stats", ProgramStats())
 
 
-__all__ = ["build_program", "boxed", "ProgramStats", "count_generated"]
+__all__ = ["build_program", "boxed", "ProgramStats", "count_generated", "CudaGraphRunner"]

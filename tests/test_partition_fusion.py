@@ -1,0 +1,106 @@
+"""The fusion partitioner: what fuses, what goes to the library, what falls back, and the DAG rule."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from kernel_harness import compile_fn
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from agnostic_rt.decomp import decompositions_for
+from agnostic_rt.passes.partition import ATEN, KERNEL, LIBRARY, coverage, partition
+from agnostic_rt.program import build_program
+from agnostic_rt.targets import get_target
+
+H100 = get_target("h100").with_device("cpu")
+
+
+def _groups(fn, *args, target=H100):
+    gm = make_fx(fn, decomposition_table=decompositions_for(target))(*args)
+    return gm, partition(gm, target)
+
+
+def _kinds(groups):
+    return [g.kind for g in groups]
+
+
+def test_cpu_target_keeps_one_aten_group_per_node():
+    cpu = get_target("cpu")
+    gm, groups = _groups(lambda a: torch.softmax(a, -1) * 2, torch.randn(4, 8), target=cpu)
+    calls = [n for n in gm.graph.nodes if n.op == "call_function"]
+    assert len(groups) == len(calls)
+    assert all(len(g.nodes) == 1 and g.kind in (ATEN, LIBRARY) for g in groups)
+
+
+def test_gelu_bias_layer_norm_fuse_into_one_kernel():
+    x, b = torch.randn(8, 64), torch.randn(64)
+    w, beta = torch.randn(64), torch.randn(64)
+    _, groups = _groups(lambda a, b_, w_, be: F.layer_norm(F.gelu(a + b_), (64,), w_, be), x, b, w, beta)
+    assert _kinds(groups).count(KERNEL) == 1
+
+
+def test_matmul_goes_to_the_library_and_its_epilogue_is_a_kernel():
+    x, w = torch.randn(8, 16), torch.randn(16, 32)
+    _, groups = _groups(lambda a, b: torch.relu(a @ b) * 2, x, w)
+    assert [g.kind for g in groups if g.kind != ATEN] == [LIBRARY, KERNEL]
+
+
+def test_random_ops_fall_back_to_aten():
+    _, groups = _groups(lambda a: torch.rand_like(a) + a, torch.randn(4, 4))
+    rand = [g for g in groups if "rand" in str(g.nodes[0].target)]
+    assert rand and all(g.kind == ATEN for g in rand)
+
+
+def test_reductions_over_different_rows_are_separate_kernels():
+    # Row sums (x = 16 rows) then a column sum (x = 32 columns): two iteration spaces.
+    _, groups = _groups(lambda a: (a - a.sum(1, keepdim=True)).sum(0), torch.randn(16, 32))
+    assert _kinds(groups).count(KERNEL) == 2
+
+
+def test_a_fusion_that_would_make_a_cycle_is_refused():
+    # k = exp(a) ; m = mm(k, w) (library) ; out = k + m would need the kernel both before and after
+    # the matmul: the add must not join exp's group.
+    def fn(a, w):
+        k = torch.exp(a)
+        return k + k @ w
+    _, groups = _groups(fn, torch.randn(8, 8), torch.randn(8, 8))
+    kernels = [g for g in groups if g.kind == KERNEL]
+    assert len(kernels) == 2
+
+
+def test_group_outputs_are_exactly_the_values_read_outside():
+    gm, groups = _groups(lambda a: (torch.exp(a) * 2, torch.exp(a).sum(1)), torch.randn(8, 16))
+    for g in groups:
+        if g.kind != KERNEL:
+            continue
+        inside = set(g.nodes)
+        for n in g.nodes:
+            assert (n in g.outputs) == any(u not in inside for u in n.users)
+
+
+def test_program_runs_a_kernel_after_a_node_between_its_members():
+    # A group {a, c} with an outside node b between them in graph order that reads a's output:
+    # build_program must place the kernel call before b (topological, not positional).
+    def fn(x):
+        a = torch.exp(x)
+        b = a @ a  # library, reads a
+        c = a * 3  # joins a's group, after b in graph order
+        return b, c
+    c = compile_fn(fn, torch.randn(6, 6))
+    got = c(torch.ones(6, 6))
+    want = fn(torch.ones(6, 6))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+def test_coverage_counts_generated_views_and_fallbacks():
+    gm, groups = _groups(lambda a: (torch.rand_like(a) + a.exp()).t(), torch.randn(4, 4))
+    report = coverage(groups)
+    assert (report["generated"], report["fallback"], report["views"]) == (2, 1, 1)
+    assert report["fallback_ops"] == {"aten.rand_like.default": 1}
+
+
+def test_a_kernel_group_without_a_launcher_counts_as_fallback():
+    gm, groups = _groups(lambda a: (torch.rand_like(a) + a.exp()).t(), torch.randn(4, 4))
+    program = build_program(gm, groups, {})
+    assert program.meta["agnostic_stats"].coverage["fallback"] == 3
