@@ -148,7 +148,13 @@ class Suite:
                     self.add(Result("op", run.name, case.name, case.dtype, "forward", "skip",
                                     message=f"not in torch {torch.__version__}'s op_db"))
                 else:
-                    for r in ops.check_op(op, case, run, max_samples=limit, compile_fn=self.config.compile_fn):
+                    try:
+                        found = ops.check_op(op, case, run, max_samples=limit, compile_fn=self.config.compile_fn)
+                    except Exception as exc:  # noqa: BLE001 - one broken case must not end the run
+                        log.exception("conformance suite error on %s %s", case.name, case.dtype)
+                        found = [Result("op", run.name, case.name, case.dtype, "forward", "fail", error_ratio=float("inf"),
+                                        message=f"conformance suite error {type(exc).__name__}: {exc}"[:600])]
+                    for r in found:
                         self.add(r)
                     torch._dynamo.reset()
                 self.progress.step(task, case.name)
