@@ -152,7 +152,6 @@ class FxEGraph:
             new = graph.placeholder(ph.target, type_expr=ph.type)
             new.meta = dict(ph.meta)
             env[eg.find(self.node_class[ph])] = new
-        self._faithful: set[fx.Node] = set(env.values())  # emitted nodes with their original inputs
         for root in self.root_sequence():
             self._emit(graph, eg.find(root), choice, env)
         out_vals = [env[eg.find(r)] for r in self.roots]
@@ -194,7 +193,7 @@ class FxEGraph:
             orig_inputs: list[fx.Node] = []
             to_template(normalize(origin.target, origin.args, origin.kwargs), _is_node, orig_inputs)
             faithful = len(orig_inputs) == len(inputs) and all(
-                i in self._faithful and i.meta.get("val") is o.meta.get("val") for i, o in zip(inputs, orig_inputs))
+                _same_layout(i.meta.get("val"), o.meta.get("val")) for i, o in zip(inputs, orig_inputs))
         # A node rebuilt over its original inputs has its original value; anything else is re-run on
         # fake values, which also checks it (a view whose input is no longer viewable fails here).
         val = origin.meta["val"] if faithful else self._fake_run(op, args, kwargs)
@@ -208,8 +207,6 @@ class FxEGraph:
             new.meta = {k: v for k, v in origin.meta.items() if k != "val"}
             new.name = graph._graph_namespace.create_name(origin.name, new)
         new.meta["val"] = val
-        if faithful:
-            self._faithful.add(new)
         return new
 
     def _fake_run(self, op: Any, args: tuple, kwargs: dict) -> Any:
@@ -274,6 +271,28 @@ def _get_attr(gm: fx.GraphModule, target: str) -> Any:
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def _same_dim(x: Any, y: Any) -> bool:
+    if x is y:
+        return True
+    if isinstance(x, torch.SymInt) and isinstance(y, torch.SymInt):
+        return x.node.expr == y.node.expr  # structural: cheap, and never adds a guard
+    return isinstance(x, int) and isinstance(y, int) and x == y
+
+
+def _same_layout(a: Any, b: Any) -> bool:
+    """Same value metadata (shape, strides, dtype, device): an op over it gives what it gave before."""
+    if a is b:
+        return True
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return (a.dtype == b.dtype and a.device == b.device and a.dim() == b.dim()
+                and all(_same_dim(x, y) for x, y in zip(a.shape, b.shape))
+                and all(_same_dim(x, y) for x, y in zip(a.stride(), b.stride()))
+                and _same_dim(a.storage_offset(), b.storage_offset()))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same_layout(x, y) for x, y in zip(a, b))
+    return _same_dim(a, b)
 
 
 def _same_strides(a: torch.Tensor, b: torch.Tensor) -> bool:

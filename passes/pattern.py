@@ -122,7 +122,11 @@ def _align(pat: Any, tmpl: Any, children: tuple, pos: list[int], subst: dict, pa
         return subst
     if isinstance(pat, Attr):
         if template_has_slot(tmpl):
-            return None
+            # an argument holding e-classes (a shape list with symbolic sizes): bind it whole, with
+            # its classes, so a right side can pass it on unchanged
+            n = _count_slots(tmpl)
+            tmpl = WithClasses(tmpl, tuple(children[pos[0]:pos[0] + n]))
+            pos[0] += n
         bound = subst.get(pat.name, _UNBOUND)
         if bound is _UNBOUND:
             subst = dict(subst)
@@ -144,6 +148,14 @@ def _align(pat: Any, tmpl: Any, children: tuple, pos: list[int], subst: dict, pa
 
 
 _UNBOUND = object()
+
+
+@dataclass(frozen=True)
+class WithClasses:
+    """A non-tensor argument that contains e-classes (e.g. ``[s0 * 4, 64, 64]``)."""
+
+    template: Any
+    classes: tuple[int, ...]
 
 
 def _eq(a: Any, b: Any) -> bool:
@@ -235,7 +247,11 @@ def _build_args(eg: EGraph, value: Any, m: Match, children: list[int]) -> Any:
         children.append(instantiate(eg, value, m))
         return SLOT
     if isinstance(value, Attr):
-        return m.subst[value.name]
+        bound = m.subst[value.name]
+        if isinstance(bound, WithClasses):
+            children.extend(bound.classes)
+            return bound.template
+        return bound
     if isinstance(value, Fn):
         return to_template(value.fn(m), lambda v: False, children)
     if isinstance(value, (list, tuple)):

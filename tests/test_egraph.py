@@ -106,7 +106,7 @@ def test_outputs_keep_count_and_order():
 def test_multi_output_ops_round_trip_through_getitem():
     def fn(x, w, b):
         y, mean, rstd = aten.native_layer_norm.default(x, [8], w, b, 1e-5)
-        return torch.relu(y.t().t()), mean
+        return torch.relu(y * 1), mean
 
     args = torch.randn(4, 8), torch.randn(8), torch.randn(8)
     gm = _graph(fn, *args)

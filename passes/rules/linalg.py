@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from agnostic_rt.passes.analysis import same_shape
+from agnostic_rt.passes.analysis import same_shape, same_size
 from agnostic_rt.passes.pattern import ANY, Attr, Fn, Match, P, Rule, instantiate
 
 from .common import A, B, C, X, Y, aten, static
@@ -24,17 +24,17 @@ def _bias_ok(m: Match) -> bool:
 
 
 def _raise_ok(m: Match) -> bool:
-    """reshape(bmm(reshape(a, [n, M, K]), reshape(b, [n, K, N])), batch + [M, N]) is a's matmul b."""
-    a, b, out = m.data("a"), m.data("b"), m.root_data
-    if not (static(a.shape) and static(b.shape) and static(out.shape)) or a.ndim < 3 or a.ndim != b.ndim:
+    """reshape(bmm(reshape(a, [n, M, K]), reshape(b, [n, K, N])), batch + [M, N]) is a's matmul b
+    (sizes compared through the ShapeEnv, so symbolic batch and sequence sizes qualify too)."""
+    a, b, out = m.data("a").shape, m.data("b").shape, m.root_data.shape
+    if a is None or b is None or out is None or len(a) < 3 or len(a) != len(b):
         return False
-    batch = a.shape[:-2]
-    if tuple(b.shape[:-2]) != tuple(batch) or a.shape[-1] != b.shape[-2]:
+    batch = tuple(a[:-2])
+    if not same_shape(tuple(b[:-2]), batch) or not same_size(a[-1], b[-2]):
         return False
     n = math.prod(batch)
-    return (list(m.data("ra").shape) == [n, a.shape[-2], a.shape[-1]]
-            and list(m.data("rb").shape) == [n, b.shape[-2], b.shape[-1]]
-            and tuple(out.shape) == tuple(batch) + (a.shape[-2], b.shape[-1]))
+    return (same_shape(m.data("ra").shape, (n, a[-2], a[-1])) and same_shape(m.data("rb").shape, (n, b[-2], b[-1]))
+            and same_shape(out, batch + (a[-2], b[-1])))
 
 
 def _two_d(*names):
