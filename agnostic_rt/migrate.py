@@ -196,18 +196,25 @@ def resume(
     state: TrainingState | Mapping[str, Any],
     uri: str | os.PathLike,
     *,
-    device: Any = "fastest",
+    device: Any = None,
     fallback: bool = True,
 ):
-    """Move ``state`` to the best device here (``device`` is a select_device policy) and load the newest
-    committed checkpoint under ``uri``. With ``fallback``, a corrupt newest checkpoint is skipped (with a
+    """Move ``state`` to a device here and load the newest committed checkpoint under ``uri``.
+
+    ``device`` is a select_device policy; None keeps a state already on an accelerator where it is, and
+    otherwise takes torch's current accelerator (``cuda:LOCAL_RANK`` once a torchrun worker has set it),
+    or the CPU. With ``fallback``, a corrupt newest checkpoint is skipped (with a
     warning naming the bad file) for the next older one. Returns the Checkpoint, or None when there is
     none yet (start fresh).
 
     >>> if agnostic_rt.resume(state, "s3://bucket/run1") is None: print("fresh start")
     """
-    here = select_device(device)
-    migrate(state, to=here)
+    if device is None:
+        on_accel = any(t.device.type != "cpu" for _, t in TrainingState.coerce(state).tensors())
+        if not on_accel:
+            migrate(state, to=f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+    else:
+        migrate(state, to=select_device(device))
     found = list_checkpoints(uri)
     if not found:
         log.info("no checkpoint under %s: starting fresh", os.fspath(uri))
