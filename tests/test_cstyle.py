@@ -181,6 +181,15 @@ def test_masked_loads_concatenate_without_reading_outside_each_source(hand_modul
     torch.testing.assert_close(out, torch.cat([p, q]))
 
 
+@pytest.mark.parametrize("mode", _modes("row_constants"))
+def test_reductions_of_row_constants_and_unreduced_stores_in_a_reduction_kernel(hand_module, mode):
+    a, m = torch.randn(6), torch.randn(6, 10)
+    out0, out1 = torch.empty(6, 10), torch.empty(6)
+    _run(hand_module, "row_constants", mode, [a, m], [out0, out1], {"s0": 6, "s1": 10})
+    torch.testing.assert_close(out0, m * a[:, None])
+    torch.testing.assert_close(out1, 10 + 10 * a)
+
+
 # ---------------------------------------------------------------------------- every scalar op
 
 
@@ -221,8 +230,10 @@ def _op_inputs(dtypes: tuple[str, ...], op: str) -> list[torch.Tensor]:
         elif dt == "bool":
             out.append(torch.tensor([True, False, True, True, False, False] * 5))
         else:
-            lo = 0 if op == "pow" and k == 1 else -9
-            t = torch.randint(lo, 10, (61,), dtype=getattr(torch, dt))
+            # Small types over their whole range, so sums and products wrap as in ATen.
+            lo, hi = {"int8": (-128, 128), "uint8": (0, 256), "int16": (-40000 // 2, 40000 // 2)}.get(dt, (-9, 10))
+            lo = 0 if op == "pow" and k == 1 else lo
+            t = torch.randint(lo, hi, (61,), dtype=getattr(torch, dt))
             if k == 1 and op in ("floordiv", "remainder", "fmod"):
                 t[t == 0] = 3
             out.append(t)

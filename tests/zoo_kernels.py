@@ -277,6 +277,19 @@ def handmade() -> dict[str, KernelIR]:
     vq = b.load(b.input("in1", "float32"), Bin("+", x0, Bin("*", n_p, Const(-1))), mask=in_q, other=0.0)
     b.store(b.output("out0", "float32"), x0, b.where(in_p, vp, vq, "float32"))
     irs["cat"] = b.build([n_out], [])
+
+    # Reductions of values constant over the row (a literal, a per-row load) and a per-element store
+    # that needs no reduction, in a reduction kernel.
+    b = KernelBuilder("row_constants")
+    rows, cols = b.size("rows", 5), b.size("cols", 9)
+    per_row = b.load(b.input("in0", "float32"), x0)
+    count = b.reduce("sum", b.const(1.0, "float32"), "float32")
+    total = b.reduce("sum", per_row, "float32")
+    idx = iadd(imul(x0, cols), r0)
+    b.store(b.output("out0", "float32"), idx, b.binary("mul", b.load(b.input("in1", "float32"), idx), per_row,
+                                                       "float32"))
+    b.store(b.output("out1", "float32"), x0, b.binary("add", count, total, "float32"))
+    irs["row_constants"] = b.build([rows], [cols])
     return irs
 
 
@@ -299,6 +312,8 @@ def op_cases() -> list[tuple[str, str, tuple[str, ...], str]]:
     cases += [(f"{op}_i64", op, ("int64", "int64"), "int64") for op in INT_BINARY]
     cases += [(f"{op}_i32", op, ("int32", "int32"), "int32") for op in ("floordiv", "remainder", "mul")]
     cases += [(f"{op}_i64", op, ("int64",), "int64") for op in INT_UNARY]
+    cases += [("add_i8", "add", ("int8", "int8"), "int8"), ("mul_u8", "mul", ("uint8", "uint8"), "uint8"),
+              ("maximum_i16", "maximum", ("int16", "int16"), "int16"), ("abs_i8", "abs", ("int8",), "int8")]
     cases += [(f"{op}_i64", op, ("int64", "int64"), "bool") for op in COMPARE]
     cases += [("isnan_f32", "isnan", ("float32",), "bool"), ("isinf_f32", "isinf", ("float32",), "bool"),
               ("logical_not_b", "logical_not", ("bool",), "bool"), ("bitwise_not_b", "bitwise_not", ("bool",), "bool"),
