@@ -13,9 +13,9 @@ import pytest
 import torch
 from zoo_kernels import FAMILIES, handmade, op_cases, op_irs, unique_irs, zoo_kernels
 
-from backends.c_host import HostModule, available, render_host
-from backends.cstyle import CUDA, HIP, render
-from backends.kernel_ir import KernelBuilder, Var, iadd, imul
+from agnostic_rt.backends.c_host import HostModule, available, render_host
+from agnostic_rt.backends.cstyle import CUDA, HIP, render
+from agnostic_rt.backends.kernel_ir import KernelBuilder, Var, iadd, imul
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs g++ for the host numerics")
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from zoo_kernels import FAMILIES, handmade, op_irs, unique_irs, zoo_kernels
 
-from backends.cstyle import CUDA, render, render_module
+from agnostic_rt.backends.cstyle import CUDA, render, render_module
 
-cuda_c = pytest.importorskip("backends.cuda_c")
+cuda_c = pytest.importorskip("agnostic_rt.backends.cuda_c")
 try:
     cuda_c.nvrtc_version()
 except Exception as e:  # pragma: no cover - the cuda extra is not installed

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from zoo_kernels import FAMILIES, handmade, op_irs, unique_irs, zoo_kernels
 
-from backends.cstyle import HIP, render, render_module
+from agnostic_rt.backends.cstyle import HIP, render, render_module
 
-hip_c = pytest.importorskip("backends.hip_c")
+hip_c = pytest.importorskip("agnostic_rt.backends.hip_c")
 try:
     hip_c.rocm_version()
     pytest.importorskip("hip")

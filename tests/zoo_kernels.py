@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
+from agnostic_rt.backends.kernel_ir import KernelIR
+from agnostic_rt.backends.lowering import Unfusable, Unsupported, is_lowerable, lower_group
 from agnostic_rt.decomp import decompositions_for
 from agnostic_rt.targets import get_target
-from backends.kernel_ir import KernelIR
-from backends.lowering import Unfusable, Unsupported, is_lowerable, lower_group
 from conformance.zoo import ZOO
 
 #: The four families the issue names (the *_eager variants add hand-built attention).
@@ -166,12 +166,12 @@ def unique_irs(kernels: Sequence[ZooKernel]) -> list[ZooKernel]:
 
 def _elementwise(name: str, op: str, in_dtypes: Sequence[str], out_dtype: str, n: int = 5) -> KernelIR:
     """``out[x0] = op(in0[x0], ...)`` over a 1-D size argument."""
-    from backends.kernel_ir import KernelBuilder, Var
+    from agnostic_rt.backends.kernel_ir import KernelBuilder, Var
 
     b = KernelBuilder(name)
     vals = [b.load(b.input(f"in{i}", dt), Var("x0")) for i, dt in enumerate(in_dtypes)]
     out = b.output("out0", out_dtype)
-    from backends.kernel_ir import compute_dtype
+    from agnostic_rt.backends.kernel_ir import compute_dtype
     if op == "cast":
         v = b.cast(vals[0], out_dtype)
     elif op == "where":
@@ -186,7 +186,7 @@ def _elementwise(name: str, op: str, in_dtypes: Sequence[str], out_dtype: str, n
 
 def handmade() -> dict[str, KernelIR]:
     """name -> IR; the references live in the tests (tests/test_cstyle.py)."""
-    from backends.kernel_ir import Bin, Const, IndirectIndex, KernelBuilder, Var, iadd, imul
+    from agnostic_rt.backends.kernel_ir import Bin, Const, IndirectIndex, KernelBuilder, Var, iadd, imul
 
     irs: dict[str, KernelIR] = {}
     x0, x1, r0 = Var("x0"), Var("x1"), Var("r0")
