@@ -21,8 +21,10 @@ log = logging.getLogger("agnostic_rt.backends.cstyle")
 
 
 def cache_root() -> Path:
-    """``$AGNOSTIC_RT_CACHE_DIR`` or ``~/.cache/agnostic_rt``."""
-    return Path(os.environ.get("AGNOSTIC_RT_CACHE_DIR") or Path.home() / ".cache" / "agnostic_rt")
+    """``$AGNOSTIC_RT_CACHE_DIR`` or ``~/.cache/agnostic_rt``: the root the Triton registry uses too."""
+    from .registry import cache_dir
+
+    return cache_dir()
 
 
 class BinaryCache:
