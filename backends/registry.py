@@ -77,6 +77,11 @@ _KERNELS: dict[str, GeneratedKernel] = {}
 
 def register(kernel: TritonKernelSource, debug_dir: str | None = None) -> GeneratedKernel:
     """Record ``kernel`` (deduplicated by name, which is a hash of its source) and write its file."""
+    if debug_dir is not None:  # every compile that uses the kernel dumps it, even when already known
+        d = Path(debug_dir) / "kernels"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{kernel.name}.py").write_text(kernel.source)
+        (d / f"{kernel.name}.ir.txt").write_text(kernel.ir.render())
     with _lock:
         known = _KERNELS.get(kernel.name)
         if known is not None:
@@ -88,11 +93,6 @@ def register(kernel: TritonKernelSource, debug_dir: str | None = None) -> Genera
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(kernel.source)
             os.replace(tmp, path)  # atomic: another process may be reading the same kernel
-        if debug_dir is not None:
-            d = Path(debug_dir) / "kernels"
-            d.mkdir(parents=True, exist_ok=True)
-            (d / f"{kernel.name}.py").write_text(kernel.source)
-            (d / f"{kernel.name}.ir.txt").write_text(kernel.ir.render())
         entry = GeneratedKernel(kernel, path)
         _KERNELS[kernel.name] = entry
         return entry

@@ -1,0 +1,77 @@
+"""Launching generated kernels: layouts at call time, the tuning cache, the cache directory, dynamic
+shapes, and the backend's choice per target."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from kernel_harness import compile_fn
+
+from agnostic_rt.backends import AtenBackend, for_target
+from agnostic_rt.backends.kernel_ir import KernelBuilder, Var
+from agnostic_rt.backends.registry import register
+from agnostic_rt.backends.triton_backend import TritonBackend
+from agnostic_rt.backends.triton_emit import emit_triton
+from agnostic_rt.backends.triton_launch import TuningCache, candidate_configs
+from agnostic_rt.config import Options
+from agnostic_rt.targets import get_target
+
+
+def test_gpu_targets_get_triton_and_the_cpu_gets_aten():
+    assert isinstance(for_target(get_target("mi300x").with_device("cpu"), Options(interpret=True)), TritonBackend)
+    assert isinstance(for_target(get_target("h100"), Options()), TritonBackend)
+    assert isinstance(for_target(get_target("cpu"), Options()), AtenBackend)
+
+
+def test_an_input_in_another_layout_is_restrided_not_misread():
+    x = torch.randn(20, 30)
+    c = compile_fn(lambda a: torch.exp(a) * 2, x)
+    other = x.t().contiguous().t()  # same values, column-major
+    assert other.stride() != x.stride()
+    torch.testing.assert_close(c(other), torch.exp(x) * 2)
+
+
+def test_persistent_candidates_hold_a_whole_row():
+    c = compile_fn(lambda a: torch.softmax(a, -1), torch.randn(7, 700))
+    kernel = next(iter(c.launchers.values())).kernel
+    for interpret in (True, False):
+        for cfg in candidate_configs(kernel, 7, 700, interpret):
+            assert cfg["RBLOCK"] >= 700
+
+
+def test_tuning_cache_keys_by_device_and_problem_size(tmp_path):
+    kernel = next(iter(compile_fn(lambda a: a * 3, torch.randn(5)).launchers.values())).kernel
+    cache = TuningCache(tmp_path)
+    cache.put(kernel, "sm_90-H100", "x5-r1", {"XBLOCK": 256, "num_warps": 4})
+    assert TuningCache(tmp_path).get(kernel, "sm_90-H100", "x5-r1") == {"XBLOCK": 256, "num_warps": 4}
+    assert TuningCache(tmp_path).get(kernel, "gfx942-MI300X", "x5-r1") is None
+    assert TuningCache(tmp_path).get(kernel, "sm_90-H100", "x6-r1") is None
+
+
+def test_generated_sources_go_under_the_configured_cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGNOSTIC_RT_CACHE_DIR", str(tmp_path))
+    b = KernelBuilder("cache_dir_probe")
+    v = b.load(b.input("in0", "float32"), Var("x0"))
+    # A constant no other test uses, so this kernel is new to the process-wide registry.
+    mark = random.Random().random()
+    b.store(b.output("out0", "float32"), Var("x0"), b.binary("add", v, b.const(mark, "float32"), "float32"))
+    gk = register(emit_triton(b.build([b.size("n", 9)], [])))
+    assert gk.path.parent == tmp_path / "kernels"
+    assert gk.path.read_text() == gk.source
+
+
+def test_debug_dir_receives_source_and_ir(tmp_path):
+    x = torch.randn(6, 10)
+    torch.compile(lambda a: torch.softmax(a, -1), backend="agnostic",
+                  options={"target": "h100", "interpret": True, "debug_dir": str(tmp_path)})(x)
+    sources = list(tmp_path.glob("kernels/agn_*.py"))
+    assert sources and all(p.with_suffix(".ir.txt").exists() for p in sources)
+
+
+def test_symbolic_shapes_run_through_aten_without_error():
+    fn = torch.compile(lambda a: torch.softmax(a * 2, -1), backend="agnostic", dynamic=True,
+                       options={"target": "h100", "interpret": True})
+    for rows in (3, 5):
+        x = torch.randn(rows, 8)
+        torch.testing.assert_close(fn(x), torch.softmax(x * 2, -1))
