@@ -26,6 +26,10 @@ from .triton_emit import TritonKernelSource
 log = logging.getLogger("agnostic_rt.triton_launch")
 
 
+#: Problems smaller than this many elements run the first candidate config untimed.
+TUNE_MIN_ELEMENTS = 1 << 18
+
+
 def _pow2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
@@ -36,7 +40,7 @@ def candidate_configs(kernel: TritonKernelSource, xnumel: int, rnumel: int, inte
     if not kernel.constexprs or "RBLOCK" not in kernel.constexprs:
         if interpret:  # fewer, larger programs: the interpreter pays per program, not per element
             return [{"XBLOCK": min(xp, 8192), "num_warps": 4}]
-        cands = [(1024, 4), (512, 4), (2048, 8), (256, 4), (4096, 8)]
+        cands = [(1024, 4), (512, 4), (2048, 8)]
         seen, out = set(), []
         for xb, nw in cands:
             xb = min(xb, max(xp, 128))
@@ -53,16 +57,14 @@ def candidate_configs(kernel: TritonKernelSource, xnumel: int, rnumel: int, inte
         if interpret:
             return [first]
         out = [first]
-        for f in (2, 4):
-            if xb // f >= 1:
-                out.append({"XBLOCK": xb // f, "RBLOCK": rp, "num_warps": max(1, nw // (f // 2 or 1))})
+        if xb >= 2:
+            out.append({"XBLOCK": xb // 2, "RBLOCK": rp, "num_warps": nw})
         out.append({"XBLOCK": max(1, min(xp, 1024 // rp)) if rp <= 1024 else 1, "RBLOCK": rp, "num_warps": nw})
         return _dedupe(out)
     if interpret:
         return [{"XBLOCK": min(xp, 4), "RBLOCK": min(rp, 4096), "num_warps": 4}]
-    out = [{"XBLOCK": 1, "RBLOCK": 2048, "num_warps": 8}, {"XBLOCK": 1, "RBLOCK": 1024, "num_warps": 4},
-           {"XBLOCK": min(xp, 8), "RBLOCK": 512, "num_warps": 4}, {"XBLOCK": min(xp, 64), "RBLOCK": 64,
-                                                                  "num_warps": 4}]
+    out = [{"XBLOCK": 1, "RBLOCK": 2048, "num_warps": 8}, {"XBLOCK": min(xp, 8), "RBLOCK": 512, "num_warps": 4},
+           {"XBLOCK": min(xp, 64), "RBLOCK": 64, "num_warps": 4}]
     return _dedupe(out)
 
 
@@ -196,6 +198,9 @@ class KernelLauncher:
         cands = candidate_configs(self.kernel, self.xnumel, self.rnumel, self.interpret)
         if not self.autotune or dev.type != "cuda" or len(cands) == 1:
             return self._bind(cands[0])
+        if self.xnumel * max(self.rnumel, 1) < TUNE_MIN_ELEMENTS:
+            # Launch-bound: configs cannot differ by more than noise, and each one costs a compile.
+            return self._bind(cands[0])
         cache = TuningCache()
         dkey, skey = device_key(str(dev)), f"x{self.xnumel}-r{self.rnumel}"
         cfg = cache.get(self.kernel, dkey, skey)
@@ -212,7 +217,7 @@ class KernelLauncher:
         for cfg in cands:
             launch = self._bind(cfg)
             try:
-                t = do_bench(lambda launch=launch: launch(*ins, *outs, *self.sizes), warmup=5, rep=25)
+                t = do_bench(lambda launch=launch: launch(*ins, *outs, *self.sizes), warmup=3, rep=10)
             except Exception as e:  # e.g. out of shared memory / registers for this config
                 log.debug("config %s of %s does not run: %s", cfg, self.kernel.name, e)
                 continue
