@@ -75,3 +75,13 @@ def test_symbolic_shapes_run_through_aten_without_error():
     for rows in (3, 5):
         x = torch.randn(rows, 8)
         torch.testing.assert_close(fn(x), torch.softmax(x * 2, -1))
+
+
+def test_cudagraph_runner_steps_aside_for_cpu_inputs():
+    from agnostic_rt.program import CudaGraphRunner
+
+    c = compile_fn(lambda a: torch.exp(a) + 1, torch.randn(4, 5))
+    runner = CudaGraphRunner(c.program)
+    x = torch.randn(4, 5)
+    torch.testing.assert_close(runner(x), torch.exp(x) + 1)
+    assert runner.disabled and runner.graph is None
