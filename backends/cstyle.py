@@ -39,6 +39,7 @@ from .kernel_ir import (
     Const,
     IndexExpr,
     KernelIR,
+    Size,
     index_ops,
     render_index,
 )
@@ -509,7 +510,7 @@ def _next_pow2(n: int) -> int:
 
 
 def _eval(expr: IndexExpr, sizes: dict[str, int]) -> int:
-    from .kernel_ir import Size
+    """Value of a loop extent for the size arguments' values ``sizes``."""
     if isinstance(expr, Const):
         return expr.value
     if isinstance(expr, Size):
