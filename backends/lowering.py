@@ -64,10 +64,33 @@ def _meta(node) -> torch.Tensor:
 
 
 def _ints(seq) -> tuple[int, ...]:
-    try:
-        return tuple(int(s) for s in seq)
-    except Exception as e:  # symbolic sizes (SymInt) are not handled yet: ATen runs them
-        raise Unsupported(f"symbolic shape {tuple(seq)}") from e
+    """Concrete sizes; a symbolic size (SymInt) reads as its example value (its hint).
+
+    A group with symbolic sizes is lowered for the hints only to decide fusion; at run time the
+    backend re-lowers it for each concrete shape it meets (see DynamicLauncher), and since sizes
+    are kernel arguments the source, and so the binary, is shared between shapes.
+    """
+    out = []
+    for s in seq:
+        if isinstance(s, torch.SymInt):
+            hint = getattr(s.node, "hint", None)
+            if hint is None:
+                raise Unsupported(f"size {s} has no example value")
+            s = hint
+        out.append(int(s))
+    return tuple(out)
+
+
+def is_symbolic(node: fx.Node) -> bool:
+    """Whether ``node``'s value has a symbolic size or stride (a Dynamo dynamic-shape graph)."""
+    vals = node.meta.get("val")
+    vals = vals if isinstance(vals, (tuple, list)) else [vals]
+    for v in vals:
+        if isinstance(v, torch.SymInt):
+            return True
+        if isinstance(v, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in (*v.shape, *v.stride())):
+            return True
+    return False
 
 
 @dataclass
@@ -209,6 +232,8 @@ class GroupLowering:
     # -- the kernel
     def lower(self) -> KernelIR:
         for i, node in enumerate(self.input_nodes):
+            if not isinstance(node.meta.get("val"), torch.Tensor):
+                continue  # a size (SymInt) argument of a view: the lowering reads sizes from metadata
             val = _meta(node)
             dt = dtype_name(val.dtype)
             name = self.b.input(f"in{i}", dt)
@@ -482,4 +507,4 @@ def lower_group(nodes: Sequence[fx.Node], inputs: Sequence[fx.Node], outputs: Se
 
 __all__ = ["GroupLowering", "TensorValue", "Unsupported", "Unfusable", "lower_group", "LOWERABLE",
            "REDUCTION_OPS", "VIEW_OPS", "is_lowerable", "reduction_space", "numel_of", "packet_of",
-           "dtype_name", "IndirectIndex"]
+           "dtype_name", "IndirectIndex", "is_symbolic"]

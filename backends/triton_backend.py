@@ -22,7 +22,7 @@ import torch.fx as fx
 from agnostic_rt.config import Options
 from agnostic_rt.targets import Target
 
-from .lowering import Unfusable, Unsupported, lower_group
+from .lowering import Unfusable, Unsupported, is_symbolic, lower_group
 from .registry import cache_dir, register
 from .triton_emit import EmitError, TritonKernelSource, emit_triton
 from .triton_launch import KernelLauncher
@@ -65,6 +65,17 @@ class TritonBackend:
 
     def compile(self, group) -> Callable | None:
         ops = [str(n.target) for n in group.nodes]
+        if any(is_symbolic(n) for n in (*group.nodes, *group.inputs)) or \
+                any(not isinstance(n.meta.get("val"), torch.Tensor) for n in group.inputs):
+            try:  # fusion was decided on the example sizes; each concrete shape is lowered when met
+                generate(group.nodes, group.inputs, group.outputs, self.options.numerics)
+            except (Unsupported, Unfusable, EmitError) as e:
+                log.debug("not generated (%s): %s", ", ".join(ops), e)
+                return None
+            except Exception as e:
+                log.warning("kernel generation failed for %s; running them through ATen: %r", ", ".join(ops), e)
+                return None
+            return DynamicLauncher(self, group_module(group.nodes, group.inputs, group.outputs), ops)
         try:
             kernel = generate(group.nodes, group.inputs, group.outputs, self.options.numerics)
         except (Unsupported, Unfusable, EmitError) as e:
@@ -86,4 +97,61 @@ class TritonBackend:
             return None
 
 
-__all__ = ["TritonBackend", "generate", "group_module"]
+class DynamicLauncher:
+    """A group from a dynamic-shape graph: specialised per concrete input layout on first sight.
+
+    The group's nodes are re-propagated with the call's real shapes (FakeTensorProp on the group's
+    own small module), lowered and emitted; sizes being kernel arguments, every shape of one group
+    yields the same source, so only the first shape compiles a binary. Later calls with a known
+    layout cost one dict lookup. A shape the lowering refuses runs the group through ATen.
+    """
+
+    def __init__(self, backend: TritonBackend, module: fx.GraphModule, ops: list[str]):
+        self.backend = backend
+        self.module = module
+        self.ops = ops
+        self.by_layout: dict[tuple, Callable] = {}
+        self.__name__ = "dynamic_kernel"
+
+    def __call__(self, *args):
+        key = tuple((tuple(a.shape), a.stride(), a.dtype) if isinstance(a, torch.Tensor) else a for a in args)
+        run = self.by_layout.get(key)
+        if run is None:
+            run = self.by_layout[key] = self._specialize(args)
+        return run(*args)
+
+    def _specialize(self, args) -> Callable:
+        from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+        gm = group_module(*_group_parts(self.module))
+        current: list[tuple] = [args]  # the full argument list, for a fallback that needs the sizes too
+        try:
+            FakeTensorProp(gm).propagate(*args)
+            nodes, inputs, outputs = _group_parts(gm)
+            tensor_pos = [k for k, n in enumerate(inputs) if isinstance(n.meta.get("val"), torch.Tensor)]
+            kernel = generate(nodes, inputs, outputs, self.backend.options.numerics)
+            gk = register(kernel, self.backend.options.debug_dir)
+            launcher = KernelLauncher(
+                gk, [s.hint for s in kernel.ir.sizes], [tuple(inputs[k].meta["val"].stride()) for k in tensor_pos],
+                [(tuple(o.meta["val"].shape), tuple(o.meta["val"].stride()), o.meta["val"].dtype) for o in outputs],
+                interpret=self.backend.interpret, autotune=self.backend.options.autotune,
+                fallback=lambda *_: self.module(*current[0]), ops=self.ops)
+        except Exception as e:
+            log.debug("shape %s of (%s) runs through ATen: %r", [tuple(getattr(a, "shape", ())) for a in args],
+                      ", ".join(self.ops), e)
+            return self.module
+        def run(*a):
+            current[0] = a
+            return launcher(*(a[k] for k in tensor_pos))
+        return run
+
+
+def _group_parts(gm: fx.GraphModule):
+    """(nodes, inputs, outputs) of a module made by group_module."""
+    inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    return nodes, inputs, list(out.args[0])
+
+
+__all__ = ["TritonBackend", "DynamicLauncher", "generate", "group_module"]

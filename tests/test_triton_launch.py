@@ -3,6 +3,7 @@ shapes, and the backend's choice per target."""
 
 from __future__ import annotations
 
+import logging
 import random
 
 import torch
@@ -69,12 +70,15 @@ def test_debug_dir_receives_source_and_ir(tmp_path):
     assert sources and all(p.with_suffix(".ir.txt").exists() for p in sources)
 
 
-def test_symbolic_shapes_run_through_aten_without_error():
+def test_dynamic_shapes_share_one_kernel_source_across_batch_sizes(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="agnostic_rt.triton")
     fn = torch.compile(lambda a: torch.softmax(a * 2, -1), backend="agnostic", dynamic=True,
-                       options={"target": "h100", "interpret": True})
-    for rows in (3, 5):
+                       options={"target": "h100", "interpret": True, "debug_dir": str(tmp_path)})
+    for rows in (3, 5, 9):
         x = torch.randn(rows, 8)
         torch.testing.assert_close(fn(x), torch.softmax(x * 2, -1))
+    assert len(list(tmp_path.glob("kernels/agn_*.py"))) == 1
+    assert not [r for r in caplog.records if "through ATen" in r.getMessage()]
 
 
 def test_cudagraph_runner_steps_aside_for_cpu_inputs():
