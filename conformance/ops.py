@@ -92,6 +92,9 @@ FULL_INTERP_DTYPES = (F32,)
 # pointwise chains, reductions and a library call).
 QUICK_INTERP_OPS = ("add", "mul", "sigmoid", "nn.functional.gelu", "softmax", "nn.functional.layer_norm",
                     "sum", "amax", "matmul", "where", "cumsum", "to")
+# ... plus these reduced-precision cases on interpreted targets (the generated kernels' half-type
+# rounding is where they and eager can part ways).
+QUICK_INTERP_EXTRA: dict[str, tuple[str, ...]] = {"nn.functional.layer_norm": (BF16,), "add": (BF16,)}
 
 
 def op_id(op: Any) -> str:
@@ -123,7 +126,8 @@ def plan(level: str, run: TargetRun, db: dict[str, Any], ops: list[str] | None =
     """
     if level == "quick" and not ops:
         names = QUICK_INTERP_OPS if run.mode == "interpreted" else tuple(QUICK_OPS)
-        cases = [OpCase(n, d) for n in names for d in (QUICK_OPS[n] if run.mode != "interpreted" else (F32,))]
+        cases = [OpCase(n, d) for n in names
+                 for d in (QUICK_OPS[n] if run.mode != "interpreted" else (F32, *QUICK_INTERP_EXTRA.get(n, ())))]
         return [c for c in cases if not dtypes or c.dtype in dtypes]
     names = ops or sorted(db)
     cases = []
