@@ -152,14 +152,25 @@ def greedy(problem: Problem) -> Extraction:
 def prune(problem: Problem) -> Problem:
     """Keep classes reachable from the roots and nodes that can be part of a finite extraction."""
     classes = {c: [(i, n) for i, n in enumerate(nodes) if c not in n[2]] for c, nodes in problem.classes.items()}
-    changed = True
-    while changed:  # a node with an empty child class can never be chosen
-        changed = False
-        for c, nodes in classes.items():
+    # A node with an empty child class can never be chosen; emptying a class can doom its parents'
+    # nodes in turn, so propagate through a parent index instead of re-scanning everything.
+    users: dict[object, list[object]] = {}
+    for c, nodes in classes.items():
+        for _, n in nodes:
+            for k in n[2]:
+                users.setdefault(k, []).append(c)
+    work = [c for c, nodes in classes.items() if not nodes]
+    while work:
+        empty = work.pop()
+        for c in users.get(empty, ()):
+            nodes = classes[c]
+            if not nodes:
+                continue
             kept = [(i, n) for i, n in nodes if all(classes.get(k) for k in n[2])]
             if len(kept) != len(nodes):
                 classes[c] = kept
-                changed = True
+                if not kept:
+                    work.append(c)
     seen, stack = set(), list(problem.roots)
     while stack:
         c = stack.pop()
@@ -213,16 +224,17 @@ def ilp(problem: Problem, time_limit: float = 10.0, warm: Extraction | None = No
         lo.append(lower)
         hi.append(upper)
 
+    class_cols = {c: [(nidx[(c, i)], 1.0) for i in range(len(p.classes[c]))] for c in cls_list}
     for c in cls_list:  # at most one node per class
-        constraint([(nidx[(c, i)], 1.0) for i in range(len(p.classes[c]))], 0.0, 1.0)
+        constraint(class_cols[c], 0.0, 1.0)
     for r in set(p.roots):
-        constraint([(nidx[(r, i)], 1.0) for i in range(len(p.classes[r]))], 1.0, 1.0)
+        constraint(class_cols[r], 1.0, 1.0)
     for c in cls_list:
         for i, (_, _, kids) in enumerate(p.classes[c]):
             j = nidx[(c, i)]
             for k in set(kids):
                 # chosen node -> some node of the child class chosen
-                constraint([(nidx[(k, m)], 1.0) for m in range(len(p.classes[k]))] + [(j, -1.0)], 0.0, np.inf)
+                constraint(class_cols[k] + [(j, -1.0)], 0.0, np.inf)
                 a, b = cidx[c], cidx[k]
                 if a in tpos and b in tpos and comp[a] == comp[b]:
                     # chosen node -> order(c) >= order(child) + 1, so no cycle can be chosen
