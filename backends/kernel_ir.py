@@ -548,10 +548,41 @@ class KernelBuilder:
         self.stores.append(Store(buffer, index, value))
 
     def build(self, xdims: Sequence[IndexExpr], rdims: Sequence[IndexExpr]) -> KernelIR:
-        ir = KernelIR(self.name, self.inputs, self.outputs, self.sizes, tuple(xdims), tuple(rdims),
-                      self.ops, self.stores)
+        """The kernel, without ops no store depends on (the lowering may create a few)."""
+        ops, stores = _dead_ops_removed(self.ops, self.stores)
+        ir = KernelIR(self.name, self.inputs, self.outputs, self.sizes, tuple(xdims), tuple(rdims), ops, stores)
         ir.verify()
         return ir
+
+
+def _dead_ops_removed(ops: list[Op], stores: list[Store]) -> tuple[list[Op], list[Store]]:
+    live: set[int] = set()
+    stack = [st.value for st in stores] + [j for st in stores for j in index_ops(st.index)]
+    while stack:
+        j = stack.pop()
+        if j in live:
+            continue
+        live.add(j)
+        stack += list(ops[j].args)
+        if "index" in ops[j].attrs:
+            stack += list(index_ops(ops[j].attrs["index"]))
+    remap = {old: new for new, old in enumerate(sorted(live))}
+
+    def re(e: IndexExpr) -> IndexExpr:
+        if isinstance(e, IndirectIndex):
+            return IndirectIndex(remap[e.op])
+        if isinstance(e, Bin):
+            return Bin(e.kind, re(e.a), re(e.b))
+        return e
+
+    new_ops = []
+    for old in sorted(live):
+        op = ops[old]
+        attrs = dict(op.attrs)
+        if "index" in attrs:
+            attrs["index"] = re(attrs["index"])
+        new_ops.append(Op(op.op, tuple(remap[a] for a in op.args), op.dtype, attrs, op.space))
+    return new_ops, [Store(st.buffer, re(st.index), remap[st.value]) for st in stores]
 
 
 def _hashable(v: Any) -> Any:
