@@ -128,7 +128,7 @@ _BINARY = {
 _COMPARE = {"eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or"}
 _REDUCE = {aten.sum: "sum", aten.amax: "max", aten.amin: "min", aten.prod: "prod", aten.mean: "mean",
            aten.argmax: "argmax", aten.argmin: "argmin", aten.var: "var", aten.var_mean: "var_mean",
-           aten.any: "any", aten.all: "all"}
+           aten.any: "any", aten.all: "all", aten._softmax: "softmax", aten._log_softmax: "log_softmax"}
 _VIEWS = {aten.view, aten._unsafe_view, aten.reshape, aten.permute, aten.transpose, aten.t, aten.expand,
           aten.unsqueeze, aten.squeeze, aten.slice, aten.select, aten.alias, aten.split_with_sizes,
           aten.split, aten.unbind, prims.view_of, aten.view_as}
@@ -373,6 +373,8 @@ class GroupLowering:
         full = [next(rit) if d in dims else next(xit) for d in range(len(shape))]
         saved, self.masks = self.masks, []
         try:
+            if kind in ("softmax", "log_softmax"):
+                return self._softmax(node, kind, src, full, dims, xi)
             results = self._reduce_values(node, kind, src, full, shape, dims)
         finally:
             self.masks = saved
@@ -386,6 +388,28 @@ class GroupLowering:
             values.append(TensorValue(oshape, dtype_name(o.dtype),
                                       self._row_reader(res, xi, dims, keepdim, len(shape))))
         return tuple(values) if isinstance(out_vals, (tuple, list)) else values[0]
+
+    def _softmax(self, node: fx.Node, kind: str, src: TensorValue, full, dims, row) -> TensorValue:
+        """``_softmax``/``_log_softmax`` kept whole (e.g. by the optimiser): max and sum reductions over
+        the row, then a full-size value that reads both at its own row."""
+        b = self.b
+        out = node.meta["val"]
+        acc = compute_dtype(dtype_name(out.dtype))
+        v = b.cast(src.at(full), acc)
+        m = b.reduce("max", v, acc)
+        # A row of -inf: subtract 0 instead of -inf so the result is nan-free like ATen's.
+        m = b.where(b.unary("isinf", m, "bool"), b.const(0.0, acc), m, acc)
+        total = b.reduce("sum", b.unary("exp", b.binary("sub", v, m, acc)), acc)
+
+        def fn(idx):
+            got = [i for d, i in enumerate(idx) if d not in dims]
+            if got != list(row) and not self._same_on_space(got, list(row)):
+                raise Unfusable("a softmax read at another row")
+            shifted = b.binary("sub", b.cast(src.at(idx), acc), m, acc)
+            if kind == "softmax":
+                return b.binary("truediv", b.unary("exp", shifted), total, acc)
+            return b.binary("sub", shifted, b.unary("log", total), acc)
+        return TensorValue(_ints(out.shape), dtype_name(out.dtype), fn)
 
     def _row_reader(self, op: int, row: list[IndexExpr], dims, keepdim: bool, ndim: int):
         def fn(idx):

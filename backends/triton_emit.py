@@ -185,8 +185,10 @@ class TritonEmitter:
             return self.div("1.0", a[0], dt)
         if name == "sigmoid" and fl:
             return self.div("1.0", f"(1.0 + {lib}.exp(-{a[0]}))", dt)
-        if name == "isinf" and fl:
-            return f"(tl.abs({a[0]}) == float(\"inf\"))"
+        if name == "isinf":  # a bool result: what matters is the argument's type
+            if self.ir.ops[op.args[0]].dtype in FLOAT_DTYPES:
+                return f"(tl.abs({a[0]}) == float(\"inf\"))"
+            return f"({a[0]} != {a[0]})"  # integers are never infinite
         if name == "sign":
             return f"(({a[0]} > 0).to({tl_dt}) - ({a[0]} < 0).to({tl_dt}))"
         infix = {"add": "+", "sub": "-", "mul": "*", "eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">",

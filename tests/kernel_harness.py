@@ -34,10 +34,10 @@ class Compiled:
         return self.program(*args)
 
 
-def compile_fn(fn, *args, target: str = "h100", numerics: str = "strict") -> Compiled:
-    """``fn`` traced with ``target``'s decompositions, partitioned, every kernel group generated."""
+def compile_fn(fn, *args, target: str = "h100", numerics: str = "strict", decompose: bool = True) -> Compiled:
+    """``fn`` traced with ``target``'s decompositions (or none), partitioned, every kernel group generated."""
     tgt = get_target(target).with_device("cpu")
-    gm = make_fx(fn, decomposition_table=decompositions_for(tgt))(*args)
+    gm = make_fx(fn, decomposition_table=decompositions_for(tgt) if decompose else None)(*args)
     groups = partition(gm, tgt)
     backend = TritonBackend(tgt, Options(target=target, interpret=True, numerics=numerics))
     launchers = {}
@@ -49,9 +49,10 @@ def compile_fn(fn, *args, target: str = "h100", numerics: str = "strict") -> Com
     return Compiled(build_program(gm, groups, launchers), groups, launchers)
 
 
-def check(fn, *args, target: str = "h100", rtol=None, atol=None, min_kernels: int = 1) -> Compiled:
+def check(fn, *args, target: str = "h100", rtol=None, atol=None, min_kernels: int = 1,
+          decompose: bool = True) -> Compiled:
     """Compile ``fn``, run it under the interpreter and compare every output with eager ATen."""
-    c = compile_fn(fn, *args, target=target)
+    c = compile_fn(fn, *args, target=target, decompose=decompose)
     assert len(c.kernel_groups) >= min_kernels, [g.ops for g in c.groups]
     got = c(*args)
     want = fn(*args)

@@ -59,6 +59,22 @@ def test_softmax_over_long_rows_uses_the_looped_reduction():
     assert not any(ln.kernel.persistent for ln in c.launchers.values())
 
 
+@pytest.mark.parametrize("op", [torch.ops.aten._softmax.default, torch.ops.aten._log_softmax.default])
+def test_undecomposed_softmax_ops_lower_whole(op):
+    # The optimiser may hand back aten._softmax itself; a row of -inf must give ATen's answer too.
+    x = _randn(13, 77)
+    x[3] = float("-inf")
+    c = check(lambda a: op(a * 2, -1, False), x, decompose=False)
+    assert len(c.kernel_groups) == 1
+
+
+def test_isinf_and_isnan_on_floats_and_ints():
+    x = _randn(5, 9)
+    x[1, 2], x[3, 4] = float("inf"), float("nan")
+    i = torch.arange(45).reshape(5, 9)
+    check(lambda a, b: (torch.isinf(a), torch.isnan(a * 1), torch.isinf(b + 1)), x, i)
+
+
 def test_layer_norm_forward_is_one_kernel():
     x, w, b = _randn(13, 257), _randn(257, seed=1), _randn(257, seed=2)
     c = check(lambda a, w_, b_: F.layer_norm(a, (257,), w_, b_), x, w, b, rtol=1e-5, atol=1e-5)
