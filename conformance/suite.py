@@ -205,7 +205,7 @@ class Suite:
                 self.progress.step(task, f"{name} {check}")
 
     def run_kernels(self) -> None:
-        from .kernels import run_kernel_tier
+        from .kernels import QUICK_BUILD_LIMIT, run_kernel_tier
 
         task = self.progress.task("kernel tier", len(BUILD_TARGETS) + 1)
 
@@ -213,7 +213,7 @@ class Suite:
             self.add(r)
             self.progress.step(task, r.target)
 
-        run_kernel_tier(add, self.report.notes)
+        run_kernel_tier(add, self.report.notes, QUICK_BUILD_LIMIT if self.config.level == "quick" else None)
 
     def run_migration(self, runs: list[TargetRun]) -> None:
         from .migration import run_migration_tier
