@@ -205,15 +205,17 @@ class Suite:
                 self.progress.step(task, f"{name} {check}")
 
     def run_kernels(self) -> None:
-        from .kernels import QUICK_BUILD_LIMIT, run_kernel_tier
+        from .kernels import QUICK_BUILD_LIMIT, generated_kernels, run_kernel_tier
 
-        task = self.progress.task("kernel tier", len(BUILD_TARGETS) + 1)
+        limit = QUICK_BUILD_LIMIT if self.config.level == "quick" else None
+        n = len(generated_kernels() or [])
+        task = self.progress.task("kernel tier", (min(n, limit or n) + 1) * len(BUILD_TARGETS) + 1)
 
         def add(r: Result) -> None:
             self.add(r)
             self.progress.step(task, r.target)
 
-        run_kernel_tier(add, self.report.notes, QUICK_BUILD_LIMIT if self.config.level == "quick" else None)
+        run_kernel_tier(add, self.report.notes, limit)
 
     def run_migration(self, runs: list[TargetRun]) -> None:
         from .migration import run_migration_tier
