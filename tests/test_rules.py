@@ -29,7 +29,7 @@ PERMUTES = ("transpose-as-permute", "permute-permute", "permute-cancel")
 SETTINGS = settings(max_examples=6, deadline=None, derandomize=True)
 
 
-def check_rule(name, fn, inputs, helpers=(), params=()):
+def check_rule(name, fn, inputs, helpers=(), params=(), atol=None):
     """Both sides of rule ``name`` agree on ``inputs``; returns the rewritten graph."""
     gm = make_fx(fn, tracing_mode="fake")(*inputs)
     names = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
@@ -41,7 +41,7 @@ def check_rule(name, fn, inputs, helpers=(), params=()):
     ext = greedy(problem)
     new = fg.to_fx({c: problem.classes[c][i][0] for c, i in ext.choice.items()})
     want, got = gm(*inputs), new(*inputs)
-    torch.testing.assert_close(got, want, atol=_atol(inputs), rtol=_rtol(inputs))
+    torch.testing.assert_close(got, want, atol=atol or _atol(inputs), rtol=_rtol(inputs))
     return new
 
 
@@ -171,6 +171,20 @@ def test_scalar_tensor_div_as_scalar(x, c):
 @given(tensor(dtypes=WIDE), scalars, scalars)
 def test_fold_constants(x, a, b):
     check_rule("fold-constants", lambda x: _out(x + torch.full([], a, dtype=x.dtype) * b), [x])
+
+
+@SETTINGS
+@given(tensor(dtypes=WIDE))
+def test_gelu_tanh_approximation(x):
+    # an approx rule: close, not equal -- the tanh form is within 1e-3 of the erf form everywhere
+    check_rule("gelu-tanh-approximation", lambda x: _out(F.gelu(x)), [x], atol=1e-3)
+
+
+def test_approx_rules_apply_only_under_fast_numerics():
+    from agnostic_rt.passes.rules import rules_for
+
+    assert "gelu-tanh-approximation" not in {r.name for r in rules_for("strict")}
+    assert "gelu-tanh-approximation" in {r.name for r in rules_for("fast")}
 
 
 @st.composite

@@ -110,6 +110,9 @@ RULES = [
                                                                device=ANY, pin_memory=ANY, name="c")),
          P(aten.div.Tensor, X, Fn(lambda m: m.data("c").const)), _scalar_const, "reassoc",
          doc="x / full([], c) -> x / c"),
+    Rule("gelu-tanh-approximation", P(aten.gelu.default, X), P(aten.gelu.default, X, approximate="tanh"),
+         lambda m: floating(m, "x"), "approx",
+         doc="gelu(x) -> gelu(x, approximate='tanh') (|error| < 1e-3; numerics='fast' only)"),
     FoldConstants("fold-constants", None, lambda m: None, None, "reassoc",
                   doc="scalar-sized results of pointwise ops over constants, computed at compile time"),
 ]
