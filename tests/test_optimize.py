@@ -100,3 +100,24 @@ def test_eager_attention_inference_uses_sdpa_and_passes_the_fp64_rule(tmp_path):
     check = check_model(ZOO["bert_eager"], training=False, options={"debug_dir": str(tmp_path)}, batch=2)
     assert check.passed, check.worst()
     assert "scaled_dot_product" in _ops_in(tmp_path, "inference")
+
+
+def test_core_aten_decomposed_attention_becomes_sdpa_for_a_gpu_target():
+    import torch.nn.functional as F
+
+    from agnostic_rt.decomp import decompositions_for
+
+    h100 = get_target("h100")
+
+    def attention(q, k, v, mask):
+        scores = torch.matmul(q, k.transpose(-1, -2)) * 0.125 + mask
+        return torch.matmul(F.softmax(scores, dim=-1), v).transpose(1, 2).reshape(2, 64, 256)
+
+    args = [torch.randn(2, 4, 64, 64) for _ in range(3)] + [torch.zeros(2, 1, 64, 64)]
+    gm = make_fx(attention, tracing_mode="fake", decomposition_table=decompositions_for(h100))(*args)
+    assert not any("softmax" in str(n.target) for n in gm.graph.nodes)  # amax, sub, exp, sum, div
+    out, report = optimize_graph(gm, h100)
+    ops = {n.target for n in out.graph.nodes if n.op == "call_function"}
+    assert torch.ops.aten.scaled_dot_product_attention.default in ops and torch.ops.aten.bmm.default not in ops
+    assert report.cost_after < report.cost_before
+    torch.testing.assert_close(out(*args), gm(*args))
