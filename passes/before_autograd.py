@@ -34,21 +34,25 @@ def _describe(target: Any) -> str:
 
 
 def worth_tracing(gm: fx.GraphModule) -> tuple[bool, str]:
-    names = []
+    """Whether the Dynamo graph may hold what only this pass can rewrite: a softmax (attention) or
+    two linear layers reading one input (a QKV merge). Tracing costs seconds; skip it otherwise."""
+    softmax, shared = False, {}
     for node in gm.graph.nodes:
         if node.op == "call_module":
             return False, f"call_module {node.target}"
-        if node.op in ("call_function", "call_method"):
-            name = _describe(node.target) if node.op == "call_function" else str(node.target)
-            full = f"{getattr(node.target, '__module__', '')}.{name}"
-            if any(s in full for s in _STATEFUL):
-                return False, f"stateful node {full}"
-            names.append(name)
-    if not any(t in n for n in names for t in ("softmax",)):
-        linears = sum(1 for n in names if n in ("linear", "matmul", "addmm"))
-        if linears < 2:
-            return False, "no attention pattern and no shared-input linears"
-    return True, ""
+        if node.op not in ("call_function", "call_method"):
+            continue
+        name = _describe(node.target) if node.op == "call_function" else str(node.target)
+        full = f"{getattr(node.target, '__module__', '')}.{name}"
+        if any(s in full for s in _STATEFUL):
+            return False, f"stateful node {full}"
+        softmax = softmax or "softmax" in name
+        if name in ("linear", "addmm", "matmul") and node.args:
+            key = node.args[1] if name == "addmm" and len(node.args) > 1 else node.args[0]
+            shared[key] = shared.get(key, 0) + 1
+    if softmax or any(n >= 2 for n in shared.values()):
+        return True, ""
+    return False, "no attention pattern and no linears sharing an input"
 
 
 def trace_to_aten(gm: fx.GraphModule) -> fx.GraphModule:
@@ -76,6 +80,16 @@ def trace_to_aten(gm: fx.GraphModule) -> fx.GraphModule:
     return traced
 
 
+_AUTOGRAD_OPS = (torch.ops.aten.scaled_dot_product_attention.default, torch.ops.aten.cat.default)
+
+
+def _changes_autograd(before: fx.GraphModule, after: fx.GraphModule) -> bool:
+    """Did an attention or merge rewrite (a new SDPA, a new concatenation) reach the extracted graph?"""
+    def count(gm, op):
+        return sum(1 for n in gm.graph.nodes if n.target == op)
+    return any(count(after, op) > count(before, op) for op in _AUTOGRAD_OPS)
+
+
 def rewrite(gm: fx.GraphModule, example_inputs, target: Target, numerics: str = "strict") -> fx.GraphModule:
     ok, why = worth_tracing(gm)
     if not ok:
@@ -87,7 +101,8 @@ def rewrite(gm: fx.GraphModule, example_inputs, target: Target, numerics: str = 
         raise RuntimeError(f"traced graph has {len(placeholders)} inputs for {len(example_inputs)} examples")
     params = {ph.target for ph, x in zip(placeholders, example_inputs) if isinstance(x, torch.nn.Parameter)}
     out, report = optimize_graph(aten_gm, target, numerics, params=params, limits=Limits(time_limit=2.0))
-    if not report.changed:
+    if not report.changed or not _changes_autograd(aten_gm, out):
+        # nothing here needed to run before autograd: the post-autograd pass does the rest
         return gm
     out.meta = dict(getattr(gm, "meta", {}))
     log.info("before autograd: %s", dict(report.run.fired))
