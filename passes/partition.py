@@ -7,7 +7,8 @@ order: a node joins the group of one of its producers when
   a reduction group over ``x`` rows of ``r`` elements takes reductions with the same ``(x, r)`` and
   nodes of ``x * r`` (full rows) or ``x`` (one value per row) elements;
 * no path leaves the group and comes back into it through the new node (which would make the
-  contracted graph cyclic): every node carries the set of groups upstream of it;
+  contracted graph cyclic): checked on the contracted graph built so far (networkx), so paths
+  through other groups count too;
 * the lowering accepts the grown group (a trial lowering; it rejects e.g. a row result read at
   another row).
 
@@ -108,7 +109,8 @@ class FusionPartitioner:
         self.gid: dict[fx.Node, int] = {}
         self.members: dict[int, list[fx.Node]] = {}
         self.space: dict[int, tuple] = {}  # ("p", numel) or ("r", xnumel, rnumel)
-        self.anc: dict[fx.Node, frozenset[int]] = {}
+        # The contracted graph so far: a unit is ("g", group id) or ("n", node) for an ungrouped node.
+        self.units = nx.DiGraph()
         self._next = 0
 
     # -- classification
@@ -143,16 +145,25 @@ class FusionPartitioner:
     # -- the pass
     def run(self) -> list[Group]:
         for node in self.gm.graph.nodes:
-            ins = node.all_input_nodes
-            up = frozenset().union(*(self.anc.get(i, frozenset()) | (
-                {self.gid[i]} if i in self.gid else set()) for i in ins)) if ins else frozenset()
             if node.op == "call_function" and self.fusible(node):
                 self.place(node)
             elif node.op == "call_function" and packet_of(node) not in LIBRARY_OPS:
                 log.debug("ATen node %s (%s)", node.name, node.target)
-            self.anc[node] = up
+            self.link(node)
         self.peel_views()
         return self.groups()
+
+    def unit(self, node: fx.Node):
+        g = self.gid.get(node)
+        return ("g", g) if g is not None else ("n", node)
+
+    def link(self, node: fx.Node) -> None:
+        """Add ``node``'s edges to the contracted graph (after its group is decided)."""
+        u = self.unit(node)
+        self.units.add_node(u)
+        for i in node.all_input_nodes:
+            if self.unit(i) != u:
+                self.units.add_edge(self.unit(i), u)
 
     def place(self, node: fx.Node) -> None:
         space = self.node_space(node)
@@ -191,8 +202,17 @@ class FusionPartitioner:
         self.space[g] = space
 
     def creates_cycle(self, node: fx.Node, g: int) -> bool:
-        # A cycle through ``g`` would need an input of ``node`` outside ``g`` that depends on ``g``.
-        return any(self.gid.get(i) != g and g in self.anc.get(i, ()) for i in node.all_input_nodes)
+        # Joining ``g`` adds edges unit(i) -> g for every input i outside it; a cycle needs a path
+        # from g back to one of those units in the contracted graph as it stands (group-level
+        # paths included: another group may already depend on g through a member added later).
+        src = ("g", g)
+        if src not in self.units:
+            return False
+        others = {self.unit(i) for i in node.all_input_nodes} - {src}
+        if not others:
+            return False
+        reach = nx.descendants(self.units, src)
+        return bool(others & reach)
 
     def io(self, nodes: list[fx.Node]) -> tuple[list[fx.Node], list[fx.Node]]:
         inside = set(nodes)
@@ -262,12 +282,15 @@ class FusionPartitioner:
             nodes = sorted(self.members[g], key=self.order.__getitem__)
             inputs, outputs = self.io(nodes)
             out.append(Group(KERNEL, nodes, inputs=inputs, outputs=outputs))
-        _check_acyclic(out)
+        if not _is_acyclic(out):  # a partitioner bug must not fail the compile: run it all through ATen
+            log.warning("partition produced a cyclic group graph; running this graph through ATen")
+            return [Group(LIBRARY if packet_of(n) in LIBRARY_OPS else ATEN, [n], inputs=list(n.all_input_nodes),
+                          outputs=[n]) for n in self.gm.graph.nodes if n.op == "call_function"]
         return out
 
 
-def _check_acyclic(groups: list[Group]) -> None:
-    """The contracted graph must be a DAG (build_program orders units topologically)."""
+def _is_acyclic(groups: list[Group]) -> bool:
+    """Whether the contracted graph is a DAG (build_program orders units topologically)."""
     unit = {n: k for k, g in enumerate(groups) for n in g.nodes}
     dag = nx.DiGraph()
     dag.add_nodes_from(range(len(groups)))
@@ -275,8 +298,7 @@ def _check_acyclic(groups: list[Group]) -> None:
         for i in g.inputs:
             if i in unit and unit[i] != k:
                 dag.add_edge(unit[i], k)
-    if not nx.is_directed_acyclic_graph(dag):
-        raise AssertionError("partition produced a cyclic group graph; this is a bug in passes/partition.py")
+    return nx.is_directed_acyclic_graph(dag)
 
 
 def coverage(groups: list[Group], compiled: set[int] | None = None) -> dict:

@@ -8,7 +8,7 @@ from kernel_harness import compile_fn
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from agnostic_rt.decomp import decompositions_for
-from agnostic_rt.passes.partition import ATEN, KERNEL, LIBRARY, coverage, partition
+from agnostic_rt.passes.partition import ATEN, KERNEL, LIBRARY, _is_acyclic, coverage, partition
 from agnostic_rt.program import build_program
 from agnostic_rt.targets import get_target
 
@@ -66,6 +66,23 @@ def test_a_fusion_that_would_make_a_cycle_is_refused():
     _, groups = _groups(fn, torch.randn(8, 8), torch.randn(8, 8))
     kernels = [g for g in groups if g.kind == KERNEL]
     assert len(kernels) == 2
+
+
+def test_a_cycle_through_another_group_is_refused():
+    # g = {exp(p), c = a + b} depends on h = {b = sin(x)}; d = b * a tries h first, which would make
+    # h depend on g too: only a group-level path (h -> c in g) shows it.
+    def fn(p, q):
+        a = p.exp()
+        b = (q @ q).sin()
+        c = a + b
+        d = b * a
+        return c, d
+    p, q = torch.randn(6, 6), torch.randn(6, 6)
+    _, groups = _groups(fn, p, q)
+    assert _is_acyclic(groups) and KERNEL in _kinds(groups)
+    c = compile_fn(fn, p, q)
+    for got, want in zip(c(p, q), fn(p, q)):
+        torch.testing.assert_close(got, want)
 
 
 def test_group_outputs_are_exactly_the_values_read_outside():
