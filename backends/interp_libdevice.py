@@ -92,8 +92,22 @@ def _arg_reduce(largest: bool):
     return call
 
 
-#: Replacements for the emitter's ``_reduce_<kind>`` helpers in interpreted modules.
-REDUCE_SHIMS = {
+def _to_bf16(v):
+    """fp32 -> bf16 rounding to nearest even (the interpreter's own cast truncates)."""
+    import triton.language as tl
+    from triton.runtime.interpreter import TensorHandle
+
+    bits = np.ascontiguousarray(v.handle.data, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = v.handle.data != v.handle.data
+    rounded = np.where(nan, ((bits >> 16) | 0x40).astype(np.uint16), rounded)
+    ty = tl.block_type(tl.bfloat16, list(rounded.shape)) if v.type.is_block() else tl.bfloat16
+    return tl.tensor(TensorHandle(rounded, tl.bfloat16), ty)
+
+
+#: Replacements for the emitter's helpers (``_reduce_<kind>``, ``_to_bf16``) in interpreted modules.
+HELPER_SHIMS = {
+    "_to_bf16": _to_bf16,
     "_reduce_sum": _reduce(np.sum), "_reduce_prod": _reduce(np.prod), "_reduce_max": _reduce(np.max),
     "_reduce_min": _reduce(np.min), "_reduce_argmax": _arg_reduce(True), "_reduce_argmin": _arg_reduce(False),
 }

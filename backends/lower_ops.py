@@ -191,9 +191,12 @@ def lower_op(low, node: fx.Node, out) -> TensorValue:
     if p in (aten.clone, aten.lift_fresh_copy, aten.contiguous, aten._to_copy, prims.convert_element_type,
              prims.copy_strided):
         x = args[0]
-        return c.value(lambda idx: b.cast(c.operand(x, idx, compute_dtype(x.dtype)), c.cd))
+        return c.value(lambda idx: _rounded(b, c.operand(x, idx, compute_dtype(x.dtype)), x.dtype, c.dtype))
     if p is aten.copy:
-        return c.value(lambda idx: c.operand(args[1], idx, c.cd))
+        src = args[1]
+        if isinstance(src, TensorValue):
+            return c.value(lambda idx: _rounded(b, c.operand(src, idx, compute_dtype(src.dtype)), src.dtype, c.dtype))
+        return c.value(lambda idx: c.operand(src, idx, c.cd))
     if p in (aten.full, aten.scalar_tensor, aten.full_like, aten.zeros_like, aten.ones_like, aten.zeros,
              aten.ones, aten.empty, aten.empty_like):
         if p in (aten.full, aten.full_like):
@@ -216,6 +219,18 @@ def lower_op(low, node: fx.Node, out) -> TensorValue:
     if p in (aten.embedding, aten.gather, aten.index_select, aten.index):
         return _gather(c, node, p, args)
     raise Unsupported(str(node.target))
+
+
+_WIDTH = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
+
+
+def _rounded(b, v: int, src: str, dst: str) -> int:
+    """A conversion ``src`` -> ``dst`` in compute precision. Narrowing to a half type rounds there and
+    back, as ATen does (a fused kernel keeps fp32 between ops, but an explicit cast is the user's)."""
+    cd = compute_dtype(dst)
+    if dst in ("float16", "bfloat16") and _WIDTH.get(src, 0) > 16:
+        return b.cast(b.cast(v, dst), cd)
+    return b.cast(v, cd)
 
 
 def _mul(b, x, y, dt):

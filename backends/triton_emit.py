@@ -116,6 +116,7 @@ class TritonEmitter:
         self.persistent = self.red and ir.rnumel_hint <= PERSISTENT_MAX_R
         self.lines: list[str] = []
         self.combines: set[str] = set()
+        self.helpers: set[str] = set()
 
     # -- expressions
     def idx(self, e: IndexExpr) -> str:
@@ -158,6 +159,8 @@ class TritonEmitter:
                 return f"({a[0]} != 0)"
             if src == "bool":
                 return f"{a[0]}.to(tl.int8).to({tl_dt})"
+            if dt == "bfloat16" and src in FLOAT_DTYPES:
+                return self.to_bf16(a[0], src)
             return f"{a[0]}.to({tl_dt})"
         lib = "libdevice" if self.strict else "tl"
         unary = {
@@ -221,6 +224,12 @@ class TritonEmitter:
         if name == "fmod":
             return f"libdevice.fmod({a[0]}, {a[1]})" if fl else f"({a[0]} % {a[1]})"
         raise EmitError(f"op {name} on {dt}")
+
+    def to_bf16(self, value: str, src: str) -> str:
+        """Round to bfloat16 (nearest even) through a helper the interpreter can replace: its own
+        fp32 -> bf16 conversion truncates, unlike every GPU."""
+        self.helpers.add("to_bf16")
+        return f"_to_bf16({value if src == 'float32' else value + '.to(tl.float32)'})"
 
     def div(self, a: str, b: str, dt: str) -> str:
         return f"tl.div_rn({a}, {b})" if self.strict and dt == "float32" else f"({a} / {b})"
@@ -298,6 +307,8 @@ class TritonEmitter:
                "", ""]
         for kind in sorted(self.combines):
             src += [_COMBINE[kind], "", _REDUCE_HELPER[kind], ""]
+        if "to_bf16" in self.helpers:
+            src += ["@triton.jit\ndef _to_bf16(v):\n    return v.to(tl.bfloat16)\n", ""]
         src.append("@triton.jit")
         params = ", ".join(args + [f"{c}: tl.constexpr" for c in consts])
         src.append(f"def {name}({params}):")
@@ -325,7 +336,12 @@ class TritonEmitter:
         buf_dt = self.ir.buffers[st.buffer].dtype
         value = f"v{st.value}"
         if buf_dt != val.dtype:
-            value = f"({value} != 0)" if buf_dt == "bool" else f"{value}.to({TL_DTYPE[buf_dt]})"
+            if buf_dt == "bool":
+                value = f"({value} != 0)"
+            elif buf_dt == "bfloat16" and val.dtype in FLOAT_DTYPES:
+                value = self.to_bf16(value, val.dtype)
+            else:
+                value = f"{value}.to({TL_DTYPE[buf_dt]})"
         if self.red and space == "xr" and val.space == "x":
             value = f"({value} + tl.full([XBLOCK, RBLOCK], 0, {TL_DTYPE[buf_dt]}))"
         return f"tl.store({st.buffer} + {self.pad(st.index, space)}, {value}, {self.mask_of(space)})"

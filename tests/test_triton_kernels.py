@@ -134,6 +134,12 @@ def test_half_inputs_compute_in_fp32_and_store_half(dtype):
     assert err_c <= 2 * err_e + 1e-4, (err_c, err_e)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_an_explicit_cast_to_half_rounds_inside_the_kernel(dtype):
+    x = _randn(9, 31) * 3
+    check(lambda a: a.to(dtype).to(torch.float32) * 3 - a, x, rtol=0, atol=0)
+
+
 def test_integer_and_bool_ops():
     a = torch.randint(-50, 50, (29, 31), generator=torch.Generator().manual_seed(4))
     b = torch.randint(1, 9, (29, 31), generator=torch.Generator().manual_seed(5))
