@@ -430,13 +430,16 @@ class GroupLowering:
             return False
         extents = list(self._space_x) + list(self._space_r)
         names = [f"x{i}" for i in range(len(self._space_x))] + [f"r{i}" for i in range(len(self._space_r))]
+        hints = {s.name: s.hint for s in self.b.sizes}
+        bounds = dict(zip(names, extents))
+        if [_simplify(x, bounds, hints) for x in a] == [_simplify(y, bounds, hints) for y in b]:
+            return True
         total = math.prod(extents)
         if total > 2**20:
             return False
         # NumPy, not torch: this runs inside aot_autograd's fake-tensor mode.
         grids = np.meshgrid(*[np.arange(e, dtype=np.int64) for e in extents], indexing="ij") if extents else []
         env = {n: g.reshape(-1) for n, g in zip(names, grids)}
-        hints = {s.name: s.hint for s in self.b.sizes}
         try:
             return all(bool(np.array_equal(np.broadcast_to(_eval_index(x, env, hints), (max(total, 1),)),
                                            np.broadcast_to(_eval_index(y, env, hints), (max(total, 1),))))
@@ -494,6 +497,66 @@ class GroupLowering:
 
 class _NotEvaluable(Exception):
     pass
+
+
+def _bound(e: IndexExpr, bounds: dict, hints: dict) -> int | None:
+    """An exclusive upper bound of non-negative ``e`` with this compile's sizes (None: unknown)."""
+    from .kernel_ir import Bin, Size
+
+    if isinstance(e, Var):
+        return bounds.get(e.name)
+    if isinstance(e, Const):
+        return e.value + 1 if e.value >= 0 else None
+    if isinstance(e, Size):
+        return hints[e.name] + 1
+    if isinstance(e, Bin):
+        x, y = _bound(e.a, bounds, hints), _bound(e.b, bounds, hints)
+        if x is None or y is None:
+            return None
+        if e.kind == "+":
+            return x + y - 1
+        if e.kind == "*":
+            return (x - 1) * (y - 1) + 1
+        if e.kind == "//":
+            return x
+        if e.kind == "%":
+            return min(x, y)
+    return None
+
+
+def _simplify(e: IndexExpr, bounds: dict, hints: dict) -> IndexExpr:
+    """Undo linearize/delinearize pairs: ``(a*S + b) // S -> a`` and ``(a*S + b) % S -> b`` when
+    ``0 <= b < S`` (bounds from the loop extents and this compile's sizes), ``x // S -> 0`` and
+    ``x % S -> x`` when ``x < S``. Exact for the sizes the kernel is built for."""
+    from .kernel_ir import Bin, Size, ifloordiv, imod
+
+    if not isinstance(e, Bin):
+        return e
+    a, b = _simplify(e.a, bounds, hints), _simplify(e.b, bounds, hints)
+    if e.kind in ("//", "%") and isinstance(b, (Size, Const)):
+        div = hints[b.name] if isinstance(b, Size) else b.value
+        ub = _bound(a, bounds, hints)
+        if div > 0 and ub is not None and ub <= div:
+            return Const(0) if e.kind == "//" else a
+        if isinstance(a, Bin) and a.kind == "+":
+            for mul, rest in ((a.a, a.b), (a.b, a.a)):
+                if isinstance(mul, Bin) and mul.kind == "*" and b in (mul.a, mul.b):
+                    other = mul.b if mul.a == b else mul.a
+                    rb = _bound(rest, bounds, hints)
+                    if rb is not None and rb <= div:
+                        return other if e.kind == "//" else rest
+        return ifloordiv(a, b) if e.kind == "//" else imod(a, b)
+    if e.kind == "+":
+        # (x // S) * S + x % S -> x
+        for p, q in ((a, b), (b, a)):
+            if isinstance(q, Bin) and q.kind == "%" and isinstance(p, Bin) and p.kind == "*":
+                for d, m in ((p.a, p.b), (p.b, p.a)):
+                    if m == q.b and isinstance(d, Bin) and d.kind == "//" and d.a == q.a and d.b == q.b:
+                        return q.a
+        return iadd(a, b)
+    if e.kind == "*":
+        return imul(a, b)
+    return Bin(e.kind, a, b)
 
 
 def _eval_index(e: IndexExpr, env: dict, hints: dict) -> np.ndarray:

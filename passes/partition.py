@@ -177,6 +177,9 @@ class FusionPartitioner:
             g = self.gid.get(i)
             if g is not None and g not in cands:
                 cands.append(g)
+        # Prefer a reduction's group (the consumer then reads the row result from registers), then
+        # the larger group.
+        cands.sort(key=lambda g: (self.space[g][0] != "r", -len(self.members[g])))
         for g in cands:
             merged = self.merge_space(self.space[g], space)
             if merged is None or self.creates_cycle(node, g):

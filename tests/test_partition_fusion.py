@@ -85,6 +85,18 @@ def test_a_cycle_through_another_group_is_refused():
         torch.testing.assert_close(got, want)
 
 
+def test_a_row_result_read_through_a_reshape_fuses_at_large_sizes():
+    # mean over rows of [B*S, H], viewed as [B, S, 1] and subtracted from the [B, S, H] view: the
+    # row index is a div/mod expression that must simplify back to the row (2M points: too many
+    # to compare one by one).
+    B, S, H = 16, 256, 512
+
+    def fn(a):
+        return a.view(B, S, H) - a.mean(-1, keepdim=True).view(B, S, 1)
+    _, groups = _groups(fn, torch.randn(B * S, H))
+    assert _kinds(groups).count(KERNEL) == 1
+
+
 def test_group_outputs_are_exactly_the_values_read_outside():
     gm, groups = _groups(lambda a: (torch.exp(a) * 2, torch.exp(a).sum(1)), torch.randn(8, 16))
     for g in groups:
