@@ -82,6 +82,7 @@ QUICK_OPS: dict[str, tuple[str, ...]] = {
     "bitwise_and": (I64, B),
     "masked_fill": (F32,),
     "to": (F32, I64),
+    "round.decimals_3": (F32,),
 }
 QUICK_MAX_SAMPLES = 4
 FULL_MAX_SAMPLES = 4
@@ -91,7 +92,7 @@ FULL_INTERP_DTYPES = (F32,)
 # Ops the interpreted targets run in the quick tier (the interpreter is slow; these cover fused
 # pointwise chains, reductions and a library call).
 QUICK_INTERP_OPS = ("add", "mul", "sigmoid", "nn.functional.gelu", "softmax", "nn.functional.layer_norm",
-                    "sum", "amax", "matmul", "where", "cumsum", "to")
+                    "sum", "amax", "matmul", "where", "cumsum", "to", "round.decimals_3")
 # ... plus these reduced-precision cases on interpreted targets (the generated kernels' half-type
 # rounding is where they and eager can part ways).
 QUICK_INTERP_EXTRA: dict[str, tuple[str, ...]] = {"nn.functional.layer_norm": (BF16,), "add": (BF16,)}
