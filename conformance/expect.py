@@ -97,5 +97,5 @@ class Expectations:
 
 
 def _reason(r: Result) -> str:
-    msg = (r.message or "miscompare").strip().splitlines()[0] if r.message else "miscompare"
-    return msg[:240]
+    # The whole message on one line: a first line alone can be just "backend='agnostic' raised:".
+    return " ".join((r.message or "miscompare").split())[:300]
