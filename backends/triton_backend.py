@@ -91,7 +91,8 @@ class TritonBackend:
                           o.meta["val"].dtype) for o in group.outputs]
             return KernelLauncher(gk, [s.hint for s in kernel.ir.sizes], in_strides, out_specs,
                                   interpret=self.interpret, autotune=self.options.autotune,
-                                  fallback=group_module(group.nodes, group.inputs, group.outputs), ops=ops)
+                                  fallback=group_module(group.nodes, group.inputs, group.outputs), ops=ops,
+                                  device=_output_device(group.outputs))
         except Exception as e:
             log.warning("could not load kernel for %s; running them through ATen: %r", ", ".join(ops), e)
             return None
@@ -135,7 +136,7 @@ class DynamicLauncher:
                 gk, [s.hint for s in kernel.ir.sizes], [tuple(inputs[k].meta["val"].stride()) for k in tensor_pos],
                 [(tuple(o.meta["val"].shape), tuple(o.meta["val"].stride()), o.meta["val"].dtype) for o in outputs],
                 interpret=self.backend.interpret, autotune=self.backend.options.autotune,
-                fallback=lambda *_: self.module(*current[0]), ops=self.ops)
+                fallback=lambda *_: self.module(*current[0]), ops=self.ops, device=_output_device(outputs))
         except Exception as e:
             log.debug("shape %s of (%s) runs through ATen: %r", [tuple(getattr(a, "shape", ())) for a in args],
                       ", ".join(self.ops), e)
@@ -144,6 +145,12 @@ class DynamicLauncher:
             current[0] = a
             return launcher(*(a[k] for k in tensor_pos))
         return run
+
+
+def _output_device(outputs) -> torch.device | None:
+    """The device the graph says a group's outputs live on (fake values carry it)."""
+    val = outputs[0].meta.get("val") if outputs else None
+    return val.device if isinstance(val, torch.Tensor) else None
 
 
 def _group_parts(gm: fx.GraphModule):

@@ -141,7 +141,7 @@ class KernelLauncher:
 
     def __init__(self, gk: GeneratedKernel, sizes: Sequence[int], in_strides: Sequence[tuple[int, ...]],
                  out_specs: Sequence[tuple[tuple[int, ...], tuple[int, ...], torch.dtype]], *, interpret: bool,
-                 autotune: bool, fallback: Callable, ops: Sequence[str]):
+                 autotune: bool, fallback: Callable, ops: Sequence[str], device: torch.device | None = None):
         self.gk = gk
         self.kernel = gk.kernel
         self.fn = gk.function(interpret)
@@ -157,7 +157,9 @@ class KernelLauncher:
         self.xnumel = _eval_numel(ir.xdims, hints)
         self.rnumel = _eval_numel(ir.rdims, hints)
         self._launch: Callable | None = None
-        self._device: torch.device | None = None
+        # Where outputs live: the graph's own answer (a kernel with no tensor inputs — arange, full —
+        # has nothing else to go by); otherwise the first call's inputs decide.
+        self._device: torch.device | None = device
         self._failed = False
         # FX names the program's call after these (the kernel's name shows in the program source).
         self.__name__ = self.__qualname__ = self.kernel.name
