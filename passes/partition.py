@@ -150,6 +150,8 @@ class FusionPartitioner:
             elif node.op == "call_function" and packet_of(node) not in LIBRARY_OPS:
                 log.debug("ATen node %s (%s)", node.name, node.target)
             self.link(node)
+            if node in self.gid:
+                self.merge_siblings(node)
         self.peel_views()
         return self.groups()
 
@@ -198,6 +200,38 @@ class FusionPartitioner:
             self.join(node, g, space)
         else:
             log.debug("ATen node %s (%s): not lowerable alone", node.name, node.target)
+
+    def merge_siblings(self, node: fx.Node) -> None:
+        """Fold the other producer groups of ``node`` into its group.
+
+        Greedy joining follows one producer edge, so ``gelu(x * w) * sigmoid(x)`` would leave
+        ``sigmoid(x)`` in a kernel of its own that writes a tensor the other one reads back (seen on
+        an H200: such a chain reached 52% of copy bandwidth). Siblings of one iteration space merge
+        when the contracted graph stays acyclic and the union still lowers.
+        """
+        g = self.gid[node]
+        for i in node.all_input_nodes:
+            h = self.gid.get(i)
+            if h is None or h == g or h not in self.members:
+                continue
+            if self.space[h] != self.space[g] or self.merge_creates_cycle(g, h):
+                continue
+            union = sorted(self.members[g] + self.members[h], key=self.order.__getitem__)
+            if not self.trial(union):
+                continue
+            for n in self.members.pop(h):
+                self.gid[n] = g
+            self.members[g] = union
+            del self.space[h]
+            nx.contracted_nodes(self.units, ("g", g), ("g", h), self_loops=False, copy=False)
+
+    def merge_creates_cycle(self, g: int, h: int) -> bool:
+        """Whether contracting groups g and h closes a cycle: a path between them through a third unit."""
+        a, b = ("g", g), ("g", h)
+        if a not in self.units or b not in self.units:
+            return False
+        view = nx.restricted_view(self.units, [], [(a, b), (b, a)])
+        return nx.has_path(view, a, b) or nx.has_path(view, b, a)
 
     def join(self, node: fx.Node, g: int, space) -> None:
         self.gid[node] = g

@@ -39,6 +39,22 @@ def test_gelu_bias_layer_norm_fuse_into_one_kernel():
     assert _kinds(groups).count(KERNEL) == 1
 
 
+def test_sibling_chains_of_one_space_fuse_into_one_kernel():
+    # Two chains from the same inputs meeting at a mul: one kernel, not a producer kernel per chain.
+    x, w = torch.randn(1000), torch.randn(1000)
+    _, groups = _groups(lambda a, b: F.gelu(a * b + 1.0) * torch.sigmoid(a), x, w)
+    assert _kinds(groups).count(KERNEL) == 1
+
+
+def test_siblings_joined_through_a_library_call_stay_apart():
+    # sigmoid(x) feeds both a matmul and the final add; merging it with the matmul's epilogue would
+    # make the kernel depend on itself through the library call.
+    x, w = torch.randn(16, 16), torch.randn(16, 16)
+    gm, groups = _groups(lambda a, b: torch.relu(torch.sigmoid(a) @ b) + torch.sigmoid(a), x, w)
+    assert _is_acyclic(groups)
+    assert _kinds(groups).count(KERNEL) == 2
+
+
 def test_matmul_goes_to_the_library_and_its_epilogue_is_a_kernel():
     x, w = torch.randn(8, 16), torch.randn(16, 32)
     _, groups = _groups(lambda a, b: torch.relu(a @ b) * 2, x, w)
