@@ -31,6 +31,9 @@ _FUSED_COMPOSITES = (
     aten._softmax, aten._log_softmax, aten._softmax_backward_data, aten._log_softmax_backward_data,
     aten.native_layer_norm, aten.native_layer_norm_backward, aten._native_batch_norm_legit_functional,
     aten._native_batch_norm_legit_no_training, aten.native_batch_norm_backward,
+    # Eval-mode batch norm: the no_training decomposition calls the in-place _native_batch_norm_legit,
+    # which must decompose too or aot_autograd meets a non-functional graph (a crash, seen on the CNN).
+    aten._native_batch_norm_legit, aten._batch_norm_no_update, aten.native_batch_norm,
 )
 
 

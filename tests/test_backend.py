@@ -120,3 +120,14 @@ def test_debug_dir_holds_graphs_before_and_after():
         torch.compile(nn.Linear(4, 4), backend="agnostic", options={"debug_dir": d})(torch.randn(2, 4))
         names = {p.name for p in Path(d).glob("graph_*/*")}
     assert {"0_aten.py", "2_program.py"} <= names
+
+
+def test_eval_batchnorm_compiles_for_a_generated_target():
+    # Eval-mode batch norm once reached aot_autograd as the in-place _native_batch_norm_legit and
+    # crashed the compile on every GPU target.
+    entry = ZOO["cnn"]
+    model = entry.build().eval()
+    (x,), _ = entry.example(batch=2)
+    compiled = torch.compile(model, backend="agnostic", options={"target": "h100", "interpret": True})
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x))
