@@ -85,6 +85,10 @@ def lower_op(low, node: fx.Node, out) -> TensorValue:
     args = [low._arg(a) for a in node.args]
     if p in _UNARY:
         name = _UNARY[p]
+        if name == "round" and (node.kwargs.get("decimals") or (node.args[1:2] or [0])[0]):
+            # round(x, decimals=k) scales by 10**k around the rounding; the IR's round has no such
+            # argument, and dropping it gave wrong results (found by the conformance suite).
+            raise Unsupported("round with decimals != 0")
         (x,) = args[:1]
         cd = c.cd if name in _FLOAT_UNARY or name not in ("isnan", "isinf", "logical_not") else \
             compute_dtype(x.dtype)

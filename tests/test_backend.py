@@ -131,3 +131,12 @@ def test_eval_batchnorm_compiles_for_a_generated_target():
     compiled = torch.compile(model, backend="agnostic", options={"target": "h100", "interpret": True})
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x))
+
+
+@pytest.mark.parametrize("decimals", [3, -3])
+def test_round_with_decimals_matches_eager_on_a_generated_target(decimals):
+    # Lowering once dropped `decimals` and rounded to integers (found by the conformance suite).
+    x = torch.randn(37) * 1000
+    fn = torch.compile(lambda t: torch.round(t * 1.0, decimals=decimals) + 1.0, backend="agnostic",
+                       options={"target": "h100", "interpret": True})
+    torch.testing.assert_close(fn(x), torch.round(x, decimals=decimals) + 1.0)
