@@ -53,7 +53,7 @@ from typing import Any
 __all__ = [
     "DTYPES", "FLOAT_DTYPES", "SCALAR_OPS", "REDUCTIONS", "REDUCTION_IDENTITY", "Var", "Const", "Size",
     "Bin", "IndirectIndex", "IndexExpr", "BufferArg", "SizeArg", "Op", "Store", "KernelIR", "KernelBuilder",
-    "compute_dtype", "index_vars", "render_index", "iadd", "imul", "ifloordiv", "imod", "linearize",
+    "compute_dtype", "eval_size", "index_vars", "render_index", "iadd", "imul", "ifloordiv", "imod", "linearize",
     "delinearize",
 ]
 
@@ -221,6 +221,18 @@ def delinearize(lin: IndexExpr, sizes: Sequence[IndexExpr]) -> list[IndexExpr]:
     return out[::-1]
 
 
+def eval_size(expr: IndexExpr, sizes: dict[str, int]) -> int:
+    """The value of a size expression (no loop variables) given each size argument's value."""
+    if isinstance(expr, Const):
+        return expr.value
+    if isinstance(expr, Size):
+        return sizes[expr.name]
+    if isinstance(expr, Bin):
+        a, b = eval_size(expr.a, sizes), eval_size(expr.b, sizes)
+        return {"+": a + b, "*": a * b, "//": a // b if b else 0, "%": a % b if b else 0}[expr.kind]
+    raise ValueError(f"size expression {render_index(expr)} depends on a loop variable or a value")
+
+
 def index_vars(expr: IndexExpr) -> set[str]:
     """Loop variables ``expr`` depends on (indirect indices count through their op's space elsewhere)."""
     if isinstance(expr, Var):
@@ -326,19 +338,7 @@ class KernelIR:
 
     def size_hint(self, expr: IndexExpr) -> int:
         """Evaluate ``expr`` (no loop variables) with the size hints."""
-        hints = {s.name: s.hint for s in self.sizes}
-
-        def ev(e):
-            if isinstance(e, Const):
-                return e.value
-            if isinstance(e, Size):
-                return hints[e.name]
-            if isinstance(e, Bin):
-                a, b = ev(e.a), ev(e.b)
-                return {"+": a + b, "*": a * b, "//": a // b if b else 0, "%": a % b if b else 0}[e.kind]
-            raise ValueError(f"size expression {render_index(expr)} depends on a loop variable or a value")
-
-        return ev(expr)
+        return eval_size(expr, {s.name: s.hint for s in self.sizes})
 
     @property
     def xnumel_hint(self) -> int:

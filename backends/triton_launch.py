@@ -229,21 +229,11 @@ class KernelLauncher:
 
 
 def _eval_numel(dims, hints: dict[str, int]) -> int:
-    from .kernel_ir import Bin, Const, Size
-
-    def ev(e):
-        if isinstance(e, Const):
-            return e.value
-        if isinstance(e, Size):
-            return hints[e.name]
-        if isinstance(e, Bin):
-            a, b = ev(e.a), ev(e.b)
-            return {"+": a + b, "*": a * b, "//": a // b, "%": a % b}[e.kind]
-        raise ValueError(e)
+    from .kernel_ir import eval_size
 
     n = 1
     for d in dims:
-        n *= ev(d)
+        n *= eval_size(d, hints)
     return n
 
 
