@@ -46,6 +46,23 @@ def resolve_target(options: Options, example_inputs: Sequence[Any]) -> Target:
     return get_target(options.target)
 
 
+def make_aot(target: Target, compiler: Callable) -> Callable:
+    """aot_autograd configured as the pipeline uses it for ``target``; ``compiler(gm, example_inputs,
+    kind=...)`` receives each forward, backward and inference graph (bench/egraph.py reuses this)."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.partitioners import default_partition, min_cut_rematerialization_partition
+
+    return aot_autograd(
+        fw_compiler=functools.partial(compiler, kind="forward"),
+        bw_compiler=functools.partial(compiler, kind="backward"),
+        inference_compiler=functools.partial(compiler, kind="inference"),
+        decompositions=decompositions_for(target),
+        # Recomputing cheap pointwise ops in the backward pays only where they fuse into kernels.
+        partition_fn=min_cut_rematerialization_partition if target.generates_kernels else default_partition,
+        keep_inference_input_mutations=True,
+    )
+
+
 def agnostic_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], options: dict | None = None,
                      mode: str | None = None) -> Callable:
     """Dynamo backend. Use as ``torch.compile(model, backend="agnostic", options={...})``.
@@ -67,17 +84,5 @@ def agnostic_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], options:
         # aot_autograd, so the backward is derived from the rewritten forward.
         gm = passes.rewrite_before_autograd(gm, example_inputs, target, numerics=opts.numerics)
 
-    from torch._dynamo.backends.common import aot_autograd
-    from torch._functorch.partitioners import default_partition, min_cut_rematerialization_partition
-
-    compiler = functools.partial(compile_graph, target=target, options=opts)
-    aot = aot_autograd(
-        fw_compiler=functools.partial(compiler, kind="forward"),
-        bw_compiler=functools.partial(compiler, kind="backward"),
-        inference_compiler=functools.partial(compiler, kind="inference"),
-        decompositions=decompositions_for(target),
-        # Recomputing cheap pointwise ops in the backward pays only where they fuse into kernels.
-        partition_fn=min_cut_rematerialization_partition if target.generates_kernels else default_partition,
-        keep_inference_input_mutations=True,
-    )
+    aot = make_aot(target, functools.partial(compile_graph, target=target, options=opts))
     return aot(gm, example_inputs)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import os
 import platform
 import sys
@@ -27,11 +26,9 @@ COST_TARGETS = ("cpu", "h100", "mi300x")
 def capture(entry, training: bool, target):
     """The graphs passes.optimize sees for one zoo model: (kind, gm) pairs, plus the pre-autograd
     rewrite's time and report."""
-    from torch._dynamo.backends.common import aot_autograd
-    from torch._functorch.partitioners import default_partition, min_cut_rematerialization_partition
 
     from agnostic_rt import passes
-    from agnostic_rt.decomp import decompositions_for
+    from agnostic_rt.backend import make_aot
 
     graphs, pre = [], {}
 
@@ -46,13 +43,7 @@ def capture(entry, training: bool, target):
         report = getattr(gm2, "_agnostic_report", None)
         if report is not None:
             pre.setdefault("fired", {}).update(report.run.fired)
-        aot = aot_autograd(
-            fw_compiler=functools.partial(compiler, kind="forward"),
-            bw_compiler=functools.partial(compiler, kind="backward"),
-            inference_compiler=functools.partial(compiler, kind="inference"),
-            decompositions=decompositions_for(target),
-            partition_fn=min_cut_rematerialization_partition if target.generates_kernels else default_partition,
-            keep_inference_input_mutations=True)
+        aot = make_aot(target, compiler)
         return aot(gm2, example_inputs)
 
     torch._dynamo.reset()
