@@ -22,20 +22,14 @@ def optimize(gm: fx.GraphModule, target: Target, numerics: str = "strict", dump=
     saves for its backward stay intact. Any failure inside the optimiser logs a warning and returns
     ``gm`` unchanged: the optimiser never breaks a model.
     """
-    from .fx_bridge import Unsupported
     from .optimizer import all_targets, optimize_graph
 
-    try:
+    def run() -> fx.GraphModule:
         report_targets = all_targets() if dump is not None and getattr(dump, "enabled", False) else ()
-        out, report = optimize_graph(gm, target, numerics, dump=dump, report_targets=report_targets)
+        out, _report = optimize_graph(gm, target, numerics, dump=dump, report_targets=report_targets)
         return out
-    except Unsupported as e:
-        log.debug("graph left unchanged: %s", e)
-        return gm
-    except Exception as e:
-        log.warning("e-graph optimiser failed (%s: %s); graph left unchanged", type(e).__name__, e,
-                    exc_info=log.isEnabledFor(logging.DEBUG))
-        return gm
+
+    return _never_raises("e-graph optimiser", gm, run)
 
 
 def rewrite_before_autograd(gm: fx.GraphModule, example_inputs, target: Target, numerics: str = "strict"):
@@ -45,14 +39,19 @@ def rewrite_before_autograd(gm: fx.GraphModule, example_inputs, target: Target, 
     raises (a failure logs a warning and returns ``gm``).
     """
     from .before_autograd import rewrite
+
+    return _never_raises("rewrite before autograd", gm, lambda: rewrite(gm, example_inputs, target, numerics))
+
+
+def _never_raises(stage: str, gm: fx.GraphModule, run) -> fx.GraphModule:
+    """``run()``, or ``gm`` unchanged when it fails: an optimisation must never break a user's model."""
     from .fx_bridge import Unsupported
 
     try:
-        return rewrite(gm, example_inputs, target, numerics)
+        return run()
     except Unsupported as e:
-        log.debug("graph left unchanged before autograd: %s", e)
-        return gm
+        log.debug("%s: graph left unchanged: %s", stage, e)
     except Exception as e:
-        log.warning("rewrite before autograd failed (%s: %s); graph left unchanged", type(e).__name__, e,
+        log.warning("%s failed (%s: %s); graph left unchanged", stage, type(e).__name__, e,
                     exc_info=log.isEnabledFor(logging.DEBUG))
-        return gm
+    return gm
