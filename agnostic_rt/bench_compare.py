@@ -55,7 +55,7 @@ def measure(model_name: str, backend: str, device: str, steps: int, batch: int |
         else:
             fn = torch.compile(model, backend=backend)
 
-        def step():
+        def step(fn=fn, mode=mode):  # bound now: one step function per mode
             if mode == "inference":
                 with torch.no_grad():
                     return fn(*inputs)

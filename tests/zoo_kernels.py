@@ -23,9 +23,9 @@ import torch.fx as fx
 
 from agnostic_rt.backends.kernel_ir import KernelIR
 from agnostic_rt.backends.lowering import Unfusable, Unsupported, is_lowerable, lower_group
+from agnostic_rt.conformance.zoo import ZOO
 from agnostic_rt.decomp import decompositions_for
 from agnostic_rt.targets import get_target
-from agnostic_rt.conformance.zoo import ZOO
 
 #: The four families the issue names (the *_eager variants add hand-built attention).
 FAMILIES = ("mlp", "cnn", "gpt2", "bert")
