@@ -34,6 +34,9 @@ class Options:
     autotune: bool = True
     # Capture the program in a CUDA graph when shapes are static (GPU only).
     cudagraphs: bool = False
+    # On targets without generated kernels (the CPU), a graph the passes left unchanged runs as Dynamo
+    # captured it, under eager autograd: aot_autograd's runtime wrappers cost more there than they save.
+    eager_fallback: bool = True
 
     @classmethod
     def from_user(cls, options: dict[str, Any] | None) -> Options:
@@ -58,7 +61,7 @@ class Options:
 
         if self.numerics not in NUMERICS:
             raise ValueError(f"unknown numerics {self.numerics!r}; expected one of: {', '.join(NUMERICS)}")
-        for name in ("passes", "interpret", "autotune", "cudagraphs"):
+        for name in ("passes", "interpret", "autotune", "cudagraphs", "eager_fallback"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"option {name!r} must be True or False, got {getattr(self, name)!r}")
         if self.debug_dir is not None and not isinstance(self.debug_dir, (str, os.PathLike)):
