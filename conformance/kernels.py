@@ -1,11 +1,19 @@
-"""Kernel tier: every generated kernel run under the Triton interpreter (CPU) and built for every GPU
-target we claim — Triton for cuda sm_80/sm_90 and hip gfx90a/gfx942, NVRTC for CUDA C (sm_90), hiprtc
-for HIP C (gfx90a: Debian's ROCm 5.2 hiprtc cannot target gfx942) — whatever hardware is present.
+"""Kernel tier: every generated kernel run alone under the Triton interpreter (CPU) against its group's
+FX nodes through ATen, and built for every GPU target we claim — Triton for cuda sm_80/sm_90 and hip
+gfx90a/gfx942, NVRTC for CUDA C (sm_90), hiprtc for HIP C (gfx90a: Debian's ROCm 5.2 hiprtc cannot
+target gfx942) — whatever hardware is present.
 
-Generated kernels come from the backend's enumeration (:func:`generated_kernels`). Until the
-backend exposes one, the tier says so ("no generated kernels") and runs only the toolchain canaries
-of :mod:`conformance.canary_kernels`, reported as ``canary.*`` cases so nobody mistakes them for
-coverage of generated code.
+Alone (:func:`check_alone`): each kernel group the backend forms for a zoo model's training step on
+an interpreted target (:mod:`conformance.kernel_groups`) is compiled by the backend, launched once on
+the values its inputs held in that step, and compared with the same nodes run through ATen, with
+:mod:`conformance.compare`'s per-dtype tolerances. One result per kernel, named
+``<model>.<graph>.k<n>``, so a wrong kernel fails under its own name instead of somewhere inside a
+model's loss.
+
+Built (:func:`check_generated`): every kernel generated in this process (the op and model tiers' and
+the alone checks'), from the backend's enumeration (:func:`generated_kernels`). The toolchain
+canaries of :mod:`conformance.canary_kernels` run too, reported as ``canary.*`` cases so nobody
+mistakes them for coverage of generated code.
 """
 
 from __future__ import annotations
@@ -72,6 +80,93 @@ def check_generated(kernels: list[Any], report_add: Callable[[Result], Any], lim
             if ops is not None:
                 r.sample = f"{len(ops)} IR ops"
             report_add(r)
+
+
+# Zoo models whose training step's kernels run alone on each interpreted target. The quick tier takes
+# the MLP (forward + backward: GELU, layer norm, ReLU, bias and loss reductions); --full every family.
+QUICK_ALONE_MODELS = ("mlp",)
+FULL_ALONE_MODELS = ("mlp", "cnn", "gpt2", "bert")
+
+
+class KernelLaunchError(RuntimeError):
+    """A generated kernel failed at its launch (the backend would have run its group through ATen)."""
+
+
+def _no_fallback(name: str) -> Callable:
+    def refuse(*_):
+        # Called by the launcher inside its ``except`` block: the launch error is the one in flight.
+        import sys
+
+        raise KernelLaunchError(f"kernel {name} failed at its first launch: {sys.exc_info()[1]!r}")
+    return refuse
+
+
+def check_alone(kg: Any, target: str, seen: dict[tuple, str] | None = None) -> Result | None:
+    """Run the kernel the backend generates for one group (a ``KernelGroup``) alone and compare it with
+    the group's nodes through ATen. None when the backend does not generate the group, or when
+    ``seen`` (kernel name and input layouts -> case) already holds the same kernel on the same inputs."""
+    from .compare import compare
+
+    t0 = time.perf_counter()
+    launcher = kg.compile()
+    if launcher is None:
+        return None
+    kernel = getattr(launcher, "kernel", None)
+    name = getattr(kernel, "name", type(launcher).__name__)
+    if seen is not None:
+        layout = (name, *((tuple(v.shape), v.stride(), v.dtype) if isinstance(v, torch.Tensor) else v
+                          for v in kg.values))
+        if layout in seen:
+            return None
+        seen[layout] = kg.case
+    outs = [o.meta.get("val") for o in kg.group.outputs]
+    dtype = str(outs[0].dtype).removeprefix("torch.") if outs and isinstance(outs[0], torch.Tensor) else ""
+    base = dict(tier="kernel", target=target, case=kg.case, dtype=dtype)
+
+    def run() -> tuple[str, str, float | None]:
+        if hasattr(launcher, "fallback"):
+            launcher.fallback = _no_fallback(name)
+        got = launcher(*kg.values)
+        want = kg.reference(*kg.values)
+        c = compare(list(got), list(want))
+        if c.passed:
+            return "pass", f"{name} matches ATen (worst: {c.where or 'out'} at {c.error_ratio:.2g} of the tolerance)", c.error_ratio
+        return "fail", f"{name}: {c.message}", c.error_ratio
+
+    r = _timed(base, "interpret", run)
+    r.seconds = time.perf_counter() - t0
+    r.sample = kg.shapes()
+    r.extra.update(generated=True, alone=True, kernel=name, ops=kg.group.ops)
+    return r
+
+
+def check_alone_all(runs: list[Any], models: list[str], report_add: Callable[[Result], Any],
+                    notes: list[TierNote]) -> None:
+    """Capture each model's kernel groups on each interpreted run and check every kernel alone."""
+    from .kernel_groups import BATCH, kernel_groups
+
+    for run in runs:
+        seen: dict[tuple, str] = {}
+        checked = groups = 0
+        for model in models:
+            try:
+                found = kernel_groups(model, run)
+            except Exception as exc:  # noqa: BLE001 - a model the capture cannot run is this tier's failure
+                log.exception("kernel tier: capturing %s on %s failed", model, run.name)
+                report_add(Result("kernel", run.name, f"{model}.capture", "", "interpret", "fail",
+                                  error_ratio=float("inf"), message=f"{type(exc).__name__}: {exc}"[:600],
+                                  extra={"generated": True}))
+                continue
+            groups += len(found)
+            for kg in found:
+                r = check_alone(kg, run.name, seen)
+                if r is not None:
+                    checked += 1
+                    report_add(r)
+        notes.append(TierNote("kernel", run.name, "kernels checked alone",
+                              f"{checked} distinct kernels of {groups} kernel groups in the training step "
+                              f"(batch {BATCH}) of {', '.join(models)}, each run alone under the Triton "
+                              "interpreter and compared with its nodes through ATen"))
 
 
 def _load_canary(interpret: bool):
@@ -188,17 +283,22 @@ def kernel_check(target: str) -> Result:
 QUICK_BUILD_LIMIT = 12
 
 
-def run_kernel_tier(report_add: Callable[[Result], Any], notes: list[TierNote], limit: int | None = None) -> None:
-    """Run the kernel tier, adding its results through ``report_add``; build at most ``limit`` kernels."""
+def run_kernel_tier(report_add: Callable[[Result], Any], notes: list[TierNote], limit: int | None = None,
+                    runs: list[Any] | None = None, models: list[str] | None = None) -> None:
+    """Run the kernel tier, adding its results through ``report_add``: the kernels of ``models``' training
+    steps alone on each interpreted run in ``runs``, then builds of at most ``limit`` generated kernels."""
+    interpreted = [r for r in runs or [] if r.mode == "interpreted"]
+    if interpreted and models:
+        check_alone_all(interpreted, models, report_add, notes)
+    elif not interpreted:
+        notes.append(TierNote("kernel", "*", "no kernels checked alone", "no interpreted target selected"))
     kernels = generated_kernels()
     if not kernels:
         why = ("the backend exposes no kernel enumeration yet (agnostic_rt.backends.generated_kernels)"
-               if kernels is None else "the op and model tiers generated no kernels on the interpreted targets")
-        notes.append(TierNote("kernel", "*", "no generated kernels", why + "; only toolchain canaries ran"))
+               if kernels is None else "no kernels were generated in this run")
+        notes.append(TierNote("kernel", "*", "no generated kernels", why + "; only toolchain canaries were built"))
     else:
-        notes.append(TierNote("kernel", "*", "interpreted in the op/model tiers",
-                              f"{len(kernels)} generated kernels; each ran under the Triton interpreter inside the "
-                              "interpreted targets' op and model checks and was compared there end to end"
+        notes.append(TierNote("kernel", "*", "built", f"{len(kernels)} generated kernels"
                               + (f"; builds checked for the first {limit} (quick)" if limit and limit < len(kernels) else "")))
         check_generated(kernels, report_add, limit)
     for target in ["triton-interpreter"] + [n for n, _, _ in BUILD_TARGETS]:

@@ -102,7 +102,9 @@ class _Progress:
 
     def step(self, task, now: str = "") -> None:
         if self.bar is not None and task is not None:
-            self.bar.update(task, advance=1, now=now[:40])
+            t = next(t for t in self.bar.tasks if t.id == task)
+            total = max(t.total or 0, t.completed + 1)  # a tier that finds more work than it planned
+            self.bar.update(task, advance=1, total=total, now=now[:40])
 
 
 class Suite:
@@ -204,18 +206,22 @@ class Suite:
                 self.add(self.check_model_case(run, name, check))
                 self.progress.step(task, f"{name} {check}")
 
-    def run_kernels(self) -> None:
-        from .kernels import QUICK_BUILD_LIMIT, generated_kernels, run_kernel_tier
+    def run_kernels(self, runs: list[TargetRun]) -> None:
+        from . import kernels
 
-        limit = QUICK_BUILD_LIMIT if self.config.level == "quick" else None
-        n = len(generated_kernels() or [])
-        task = self.progress.task("kernel tier", (min(n, limit or n) + 1) * len(BUILD_TARGETS) + 1)
+        quick = self.config.level == "quick"
+        limit = kernels.QUICK_BUILD_LIMIT if quick else None
+        models = [m for m in (kernels.QUICK_ALONE_MODELS if quick else kernels.FULL_ALONE_MODELS)
+                  if not self.config.models or m in self.config.models]
+        # The alone checks' kernels are not known yet: the bar's total grows as they come (see step).
+        known = len(kernels.generated_kernels() or [])
+        task = self.progress.task("kernel tier", (min(known, limit or known) + 1) * len(BUILD_TARGETS) + 1)
 
         def add(r: Result) -> None:
             self.add(r)
-            self.progress.step(task, r.target)
+            self.progress.step(task, f"{r.target} {r.case}")
 
-        run_kernel_tier(add, self.report.notes, limit)
+        kernels.run_kernel_tier(add, self.report.notes, limit, runs, models)
 
     def run_migration(self, runs: list[TargetRun]) -> None:
         from .migration import run_migration_tier
@@ -249,7 +255,7 @@ class Suite:
             if "model" in cfg.tiers:
                 self.run_models(runs)
             if "kernel" in cfg.tiers:
-                self.run_kernels()
+                self.run_kernels(runs)
             if "migration" in cfg.tiers:
                 self.run_migration(runs)
         self.report.finished = time.time()

@@ -137,7 +137,7 @@ def test_model_tier_reports_a_planted_wrong_rewrite_in_forward_backward_and_loss
 def test_kernel_tier_builds_every_generated_kernel_for_every_claimed_target(tmp_path):
     report = run_suite(SuiteConfig(tiers=["op", "kernel"], targets=["h100-interp"], ops=["softmax"],
                                    dtypes=["float32"], max_samples=1, expect_dir=tmp_path, progress=False))
-    built = [r for r in report.results if r.tier == "kernel" and r.extra.get("generated")]
+    built = [r for r in report.results if r.tier == "kernel" and r.check == "build" and r.extra.get("generated")]
     assert built, "the interpreted op run generated no kernels"
     targets = {r.target for r in built}
     assert targets == {"triton-sm_80", "triton-sm_90", "triton-gfx90a", "triton-gfx942", "nvrtc-sm_90", "hiprtc-gfx90a"}
@@ -177,3 +177,51 @@ def test_plan_covers_float_int_and_bool_dtypes(level):
 
     cases = ops.plan(level, available_runs(["cpu"])[0], ops.load_op_db())
     assert {"float32", "float16", "bfloat16", "int64", "bool"} <= {c.dtype for c in cases}
+
+
+def _plant_add_as_sub(monkeypatch):
+    """The Triton emitter writes every floating-point ``add`` as a subtraction, for this test only."""
+    from agnostic_rt.backends import registry
+    from agnostic_rt.backends.triton_emit import FLOAT_DTYPES, TritonEmitter
+
+    right = TritonEmitter.op_expr
+
+    def wrong(self, i: int) -> str:
+        op = self.ir.ops[i]
+        if op.op == "add" and op.dtype in FLOAT_DTYPES:
+            return f"(v{op.args[0]} - v{op.args[1]})"
+        return right(self, i)
+
+    monkeypatch.setattr(TritonEmitter, "op_expr", wrong)
+    # Wrong kernels have their own names (a hash of the source); keep them out of later tests' registry.
+    monkeypatch.setattr(registry, "_KERNELS", dict(registry._KERNELS))
+
+
+def _kernels(expect_dir: Path) -> SuiteConfig:
+    return SuiteConfig(level="quick", tiers=["kernel"], targets=["h100-interp"], models=["mlp"],
+                       expect_dir=expect_dir, progress=False)
+
+
+def test_kernel_tier_checks_each_generated_kernel_alone_against_aten(tmp_path):
+    report = run_suite(_kernels(tmp_path))
+    alone = [r for r in report.results if r.extra.get("alone")]
+    assert len(alone) >= 8, [r.key for r in alone]
+    assert {r.target for r in alone} == {"h100-interp"}
+    assert {r.case.split(".")[1] for r in alone} >= {"forward0", "backward0"}
+    assert all(r.status == "pass" and r.extra["kernel"] in r.message for r in alone), \
+        [(r.key, r.message) for r in alone if r.status != "pass"]
+    assert report.exit_code() == 0
+
+
+def test_kernel_tier_reports_a_planted_wrong_kernel_by_name(tmp_path, monkeypatch):
+    _plant_add_as_sub(monkeypatch)
+    report = run_suite(_kernels(tmp_path))
+    failed = [r for r in report.results if r.tier == "kernel" and r.status == "fail"]
+    assert failed and all(r.extra.get("alone") for r in failed)
+    # The layer norm (var + eps) and GELU backward (1 + erf) kernels add; ReLU's does not.
+    wrong = {r.case for r in failed}
+    assert "mlp.forward0.k0" in wrong and "mlp.forward0.k1" not in wrong
+    layer_norm = _by_key(report)["mlp.forward0.k0:float32:interpret"]
+    assert layer_norm.extra["kernel"] in layer_norm.message and "aten.add.Tensor" in layer_norm.extra["ops"]
+    assert layer_norm.error_ratio > 1 and layer_norm.sample.startswith("f32[3, 256]")
+    assert report.exit_code() == 1
