@@ -6,6 +6,7 @@ Registered through the ``torch_dynamo_backends`` entry point, so the string work
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -84,5 +85,37 @@ def agnostic_backend(gm: fx.GraphModule, example_inputs: Sequence[Any], options:
         # aot_autograd, so the backward is derived from the rewritten forward.
         gm = passes.rewrite_before_autograd(gm, example_inputs, target, numerics=opts.numerics)
 
-    aot = make_aot(target, functools.partial(compile_graph, target=target, options=opts))
-    return aot(gm, example_inputs)
+    gains: dict[str, tuple[float, int]] = {}
+    aot = make_aot(target, functools.partial(compile_graph, target=target, options=opts, gains=gains))
+    fallback = opts.eager_fallback and not target.generates_kernels
+    with _backward_compiled_now() if fallback else contextlib.nullcontext():
+        compiled = aot(gm, example_inputs)
+    if fallback and not _pays(gains, target):
+        # The program would be aot_autograd's ATen graph run op by op behind its runtime wrappers;
+        # the Dynamo graph (with any rewrite made before autograd) under eager autograd is the same
+        # computation with less Python per call (a third of the zoo MLP's CPU training step).
+        log.info("%s: the %s program(s) gain %s; running the Dynamo graph under eager autograd", target.name,
+                 "/".join(sorted(gains)), ", ".join(f"{k} {v * 1e6:.1f} us" for k, (v, _) in sorted(gains.items())))
+        return gm.forward
+    return compiled
+
+
+def _backward_compiled_now() -> contextlib.AbstractContextManager:
+    """aot_autograd compiles a static backward lazily, on its first call; the fallback choice needs
+    it now (torch versions without the switch keep the lazy backward and so the aot program)."""
+    from torch._functorch import config
+
+    if hasattr(config, "force_non_lazy_backward_lowering"):
+        return config.patch(force_non_lazy_backward_lowering=True)
+    return contextlib.nullcontext()
+
+
+def _pays(gains: dict[str, tuple[float, int]], target: Target) -> bool:
+    """Whether the aot programs' estimated gain beats what their runtime costs over the Dynamo graph:
+    at least one Python-dispatched ATen call per node, priced at the target's per-call overhead.
+
+    Decided only once the whole step is known: a backward still to be compiled lazily keeps the
+    aot program."""
+    if set(gains) not in ({"inference"}, {"forward", "backward"}):
+        return True
+    return sum(gain - nodes * target.launch_overhead_s for gain, nodes in gains.values()) > 0

@@ -20,13 +20,15 @@ def optimize(gm: fx.GraphModule, target: Target, numerics: str = "strict", dump=
 
     Placeholders and outputs (count, order, values) are preserved, so the tensors a forward graph
     saves for its backward stay intact. Any failure inside the optimiser logs a warning and returns
-    ``gm`` unchanged: the optimiser never breaks a model.
+    ``gm`` unchanged: the optimiser never breaks a model. The returned graph's
+    ``meta["agnostic_optimize"]`` holds the run's OptimizeReport (estimated cost before and after).
     """
     from .optimizer import all_targets, optimize_graph
 
     def run() -> fx.GraphModule:
         report_targets = all_targets() if dump is not None and getattr(dump, "enabled", False) else ()
-        out, _report = optimize_graph(gm, target, numerics, dump=dump, report_targets=report_targets)
+        out, report = optimize_graph(gm, target, numerics, dump=dump, report_targets=report_targets)
+        out.meta["agnostic_optimize"] = report
         return out
 
     return _never_raises("e-graph optimiser", gm, run)

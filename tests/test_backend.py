@@ -47,10 +47,50 @@ def test_unknown_numerics_is_rejected():
 
 @pytest.mark.parametrize("name", list(ZOO))
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
-def test_zoo_model_passes_fp64_reference_rule(name, training):
-    check = check_model(ZOO[name], training=training, batch=2)
+@pytest.mark.parametrize("fallback", [True, False], ids=["default", "aot-program"])
+def test_zoo_model_passes_fp64_reference_rule(name, training, fallback):
+    check = check_model(ZOO[name], training=training, batch=2, options={"eager_fallback": fallback})
     worst_name, worst = check.worst()
     assert check.passed, f"{name} {check.mode}: {worst_name}: {worst}"
+
+
+FALLBACK_LOG = "running the Dynamo graph under eager autograd"
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_cpu_graph_left_unchanged_runs_as_dynamo_captured_it(caplog, fallback):
+    entry = ZOO["mlp"]
+    model = entry.build()
+    (x,), target = entry.example(batch=4)
+    compiled = torch.compile(model, backend="agnostic", options={"eager_fallback": fallback})
+    with caplog.at_level("INFO", logger="agnostic_rt.backend"):
+        entry.loss(compiled(x), target).backward()
+    # The whole step (forward and backward) was compiled before the choice was made.
+    assert (FALLBACK_LOG in caplog.text) == fallback
+    if fallback:
+        assert "backward/forward program(s) gain backward 0.0 us, forward 0.0 us" in caplog.text
+
+
+def test_generated_kernels_always_keep_the_aot_program(caplog):
+    m = nn.Sequential(nn.Linear(8, 8), nn.GELU())
+    x = torch.randn(3, 8)
+    compiled = torch.compile(m, backend="agnostic", options={"target": "h100", "interpret": True})
+    with caplog.at_level("INFO", logger="agnostic_rt.backend"), torch.no_grad():
+        torch.testing.assert_close(compiled(x), m(x))
+    assert FALLBACK_LOG not in caplog.text
+
+
+def test_fallback_weighs_the_estimated_gain_against_per_call_overhead():
+    from agnostic_rt.backend import _pays
+    from agnostic_rt.targets import host_cpu_target
+
+    cpu = host_cpu_target()
+    per_call = cpu.launch_overhead_s
+    assert not _pays({"inference": (0.0, 10)}, cpu)
+    assert not _pays({"inference": (5 * per_call, 10)}, cpu)  # saves less than the wrappers cost
+    assert _pays({"inference": (50 * per_call, 10)}, cpu)
+    assert _pays({"forward": (0.0, 10), "backward": (float("inf"), 10)}, cpu)  # a generated kernel
+    assert _pays({"forward": (0.0, 10)}, cpu)  # backward still to come: keep the aot program
 
 
 def test_eval_mode_without_no_grad_matches_eager():
