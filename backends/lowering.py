@@ -193,8 +193,12 @@ def _reduce_dims(node: fx.Node) -> tuple[tuple[int, ...], list[int]]:
         dims = list(range(len(src)))
     if isinstance(dims, int):
         dims = [dims]
-    nd = max(len(src), 1)
-    return src, sorted({d % nd for d in dims}) if src else []
+    if not src:
+        # ATen reads a 0-d tensor as one element along an implicit dim (``dim=0``/``-1`` are valid):
+        # reduce over that dim of extent 1. With no reduced dims the kernel would hold a reduce op
+        # and no r loop, which KernelIR.verify rejects (the partitioner then left the node in ATen).
+        return (1,), [0]
+    return src, sorted({d % len(src) for d in dims})
 
 
 def numel_of(node: fx.Node) -> int:
@@ -371,6 +375,8 @@ class GroupLowering:
             linearize(rv, [self.sz(s) for s in self._space_r]), [self.sz(s) for s in rshape])
         xit, rit = iter(xi), iter(ri)
         full = [next(rit) if d in dims else next(xit) for d in range(len(shape))]
+        if not src.shape:
+            full = []  # a 0-d source: its one element, read at every r (of extent 1)
         saved, self.masks = self.masks, []
         try:
             if kind in ("softmax", "log_softmax"):

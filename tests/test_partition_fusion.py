@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from kernel_harness import compile_fn
@@ -149,3 +151,26 @@ def test_a_kernel_group_without_a_launcher_counts_as_fallback():
     gm, groups = _groups(lambda a: (torch.rand_like(a) + a.exp()).t(), torch.randn(4, 4))
     program = build_program(gm, groups, {})
     assert program.meta["agnostic_stats"].coverage["fallback"] == 3
+
+
+def _loss_tail(a):
+    # Reductions of 0-d values, as a loss head produces them (sum/mean/amax/softmax of a scalar).
+    s = a.sum()
+    return (s * 2).sum() + torch.softmax(s, 0) + s.exp().mean() + s.amax() + a[1, 2].sum()
+
+
+def test_reductions_of_a_0d_tensor_fuse_without_a_lowering_failure(caplog):
+    # A 0-d source reduces over one implicit dim of extent 1; before, the kernel held a reduce op and
+    # no r loop, KernelIR.verify raised and the partitioner logged "trial lowering failed".
+    caplog.set_level(logging.DEBUG, logger="agnostic_rt.partition")
+    a = torch.randn(4, 3)
+    _, groups = _groups(_loss_tail, a)
+    assert not [r for r in caplog.records if "trial lowering failed" in r.getMessage()]
+    assert coverage(groups)["fallback"] == 0
+
+
+def test_reductions_of_a_0d_tensor_match_eager_under_the_interpreter():
+    a = torch.randn(4, 3)
+    c = compile_fn(_loss_tail, a)
+    assert not c.failed()
+    torch.testing.assert_close(c(a), _loss_tail(a))
