@@ -1,9 +1,13 @@
 """Compare eager, aot_eager, Inductor and agnostic on the model zoo (``agnostic-rt bench``).
 
 For every (backend, model) a fresh process measures the first call (compile + run) with cold caches,
-then a second process with the same cache folders measures it warm; steady ms/step is the median
-over ``--steps`` calls after warm-up. Inference runs under ``torch.no_grad()`` in eval mode; a
+then a second process with the same cache folders measures it warm. Steady ms/step comes from one
+more fresh process per model that compiles every backend and times them in interleaved rounds
+(the order rotating each round), so drift on a shared machine hits all backends alike; the median
+over ``--steps`` rounds after warm-up. Inference runs under ``torch.no_grad()`` in eval mode; a
 training step is forward + loss + backward (no optimizer, so every backend does the same work).
+"dynamo" is ``torch.compile(backend="eager")``: Dynamo's capture and guards with no compiler, the
+floor every torch.compile backend pays.
 
     agnostic-rt bench --models mlp gpt2 --steps 30
     python bench/compare.py --device cuda --backends eager inductor agnostic
@@ -20,10 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-BACKENDS = ("eager", "aot_eager", "inductor", "agnostic")
+BACKENDS = ("eager", "dynamo", "aot_eager", "inductor", "agnostic")
+MODES = ("inference", "training")
 
 
 def _sync(device: str) -> None:
@@ -33,29 +39,34 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(model_name: str, backend: str, device: str, steps: int, batch: int | None, options: dict) -> dict:
-    """Run in the child: first-call seconds and steady ms for inference and training."""
-    import torch
+class _Case:
+    """One zoo model's inputs on ``device`` and the step functions built for it."""
 
-    from agnostic_rt.conformance.zoo import get
+    def __init__(self, model_name: str, device: str, batch: int | None, options: dict):
+        import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    entry = get(model_name)
-    inputs, target = entry.example(batch)
-    inputs = tuple(x.to(device) for x in inputs)
-    target = target.to(device)
-    result: dict = {"model": model_name, "backend": backend}
-    for mode in ("inference", "training"):
-        torch._dynamo.reset()
-        model = entry.build().to(device).train(mode == "training")
+        from agnostic_rt.conformance.zoo import get
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        self.entry, self.device, self.options = get(model_name), device, options
+        inputs, target = self.entry.example(batch)
+        self.inputs = tuple(x.to(device) for x in inputs)
+        self.target = target.to(device)
+
+    def step_fn(self, backend: str, mode: str) -> Callable[[], object]:
+        """A fresh model compiled by ``backend``; calling the result runs one inference or training step."""
+        import torch
+
+        model = self.entry.build().to(self.device).train(mode == "training")
         if backend == "eager":
             fn = model
         elif backend == "agnostic":
-            fn = torch.compile(model, backend="agnostic", options=options)
+            fn = torch.compile(model, backend="agnostic", options=self.options)
         else:
-            fn = torch.compile(model, backend=backend)
+            fn = torch.compile(model, backend="eager" if backend == "dynamo" else backend)
+        entry, inputs, target = self.entry, self.inputs, self.target
 
-        def step(fn=fn, mode=mode):  # bound now: one step function per mode
+        def step():
             if mode == "inference":
                 with torch.no_grad():
                     return fn(*inputs)
@@ -63,6 +74,18 @@ def measure(model_name: str, backend: str, device: str, steps: int, batch: int |
             loss.backward()
             return loss
 
+        return step
+
+
+def measure(model_name: str, backend: str, device: str, steps: int, batch: int | None, options: dict) -> dict:
+    """Run in the child: first-call seconds (and, with ``steps``, steady ms) for inference and training."""
+    import torch
+
+    case = _Case(model_name, device, batch, options)
+    result: dict = {"model": model_name, "backend": backend}
+    for mode in MODES:
+        torch._dynamo.reset()
+        step = case.step_fn(backend, mode)
         t0 = time.perf_counter()
         step()
         _sync(device)
@@ -70,24 +93,58 @@ def measure(model_name: str, backend: str, device: str, steps: int, batch: int |
         for _ in range(5):
             step()
         _sync(device)
-        times = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            step()
-            _sync(device)
-            times.append((time.perf_counter() - t0) * 1e3)
-        result[f"{mode}_ms"] = statistics.median(times)
+        if steps:
+            times = []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                step()
+                _sync(device)
+                times.append((time.perf_counter() - t0) * 1e3)
+            result[f"{mode}_ms"] = statistics.median(times)
     return result
 
 
+def steady_interleaved(model_name: str, backends: list[str], device: str, steps: int, batch: int | None,
+                       options: dict) -> dict[str, dict]:
+    """Steady ms per backend and mode, all backends compiled in this process and timed in rounds."""
+    import torch
+
+    case = _Case(model_name, device, batch, options)
+    out: dict[str, dict] = {b: {} for b in backends}
+    for mode in MODES:
+        torch._dynamo.reset()  # one model's compiles per mode stay under Dynamo's recompile limit
+        steps_by = {b: case.step_fn(b, mode) for b in backends}
+        for step in steps_by.values():
+            for _ in range(5):
+                step()
+        _sync(device)
+        times: dict[str, list[float]] = {b: [] for b in backends}
+        for r in range(steps):
+            for b in backends[r % len(backends):] + backends[:r % len(backends)]:
+                t0 = time.perf_counter()
+                steps_by[b]()
+                _sync(device)
+                times[b].append((time.perf_counter() - t0) * 1e3)
+        for b in backends:
+            out[b][f"{mode}_ms"] = statistics.median(times[b])
+    return out
+
+
 def _child(args: argparse.Namespace) -> int:
-    res = measure(args.child, args.backends[0], args.device, args.steps, args.batch, json.loads(args.options))
+    if args.steady_child:
+        res = steady_interleaved(args.steady_child, args.backends, args.device, args.steps, args.batch,
+                                 json.loads(args.options))
+    else:
+        res = measure(args.child, args.backends[0], args.device, 0, args.batch, json.loads(args.options))
     print("RESULT " + json.dumps(res))
     return 0
 
 
-def _run_child(model: str, backend: str, args: argparse.Namespace, env: dict) -> dict:
-    cmd = [sys.executable, "-m", "agnostic_rt.bench_compare", "--child", model, "--backends", backend,
+def _run_child(model: str, backend: str | list[str], args: argparse.Namespace, env: dict,
+               steady: bool = False) -> dict:
+    which = ["--steady-child", model] if steady else ["--child", model]
+    cmd = [sys.executable, "-m", "agnostic_rt.bench_compare", *which, "--backends",
+           *([backend] if isinstance(backend, str) else backend),
            "--device", args.device, "--steps", str(args.steps), "--options", args.options]
     if args.batch:
         cmd += ["--batch", str(args.batch)]
@@ -112,6 +169,7 @@ def machine_description(device: str) -> str:
 def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     for model in args.models:
+        first = len(rows)
         for backend in args.backends:
             if args.inprocess:
                 # One process for everything (a lent GPU's minutes are scarce): steady times are
@@ -129,10 +187,17 @@ def run(args: argparse.Namespace) -> list[dict]:
                 cold = _run_child(model, backend, args, env)
                 warm = _run_child(model, backend, args, env) if backend != "eager" else cold
             row = dict(cold)
-            for mode in ("inference", "training"):
+            for mode in MODES:
                 row[f"{mode}_warm_first_s"] = warm.get(f"{mode}_first_s")
             rows.append(row)
-            print(_row_text(row), flush=True)
+        if not args.inprocess:
+            steady = _run_child(model, args.backends, args, dict(os.environ), steady=True)
+            for row in rows[first:]:
+                if "error" in steady:
+                    row.setdefault("error", f"steady run: {steady['error']}")
+                else:
+                    row.update(steady[row["backend"]])
+                print(_row_text(row), flush=True)
     return rows
 
 
@@ -144,9 +209,9 @@ def _row_text(r: dict) -> str:
     if "error" in r:
         return f"| {r['model']} | {r['backend']} | error: {r['error'][:120]} | | | | | |"
     return (f"| {r['model']} | {r['backend']} | {_fmt(r['inference_first_s'], ' s')} / "
-            f"{_fmt(r.get('inference_warm_first_s'), ' s')} | {_fmt(r['inference_ms'], ' ms')} | "
+            f"{_fmt(r.get('inference_warm_first_s'), ' s')} | {_fmt(r.get('inference_ms'), ' ms')} | "
             f"{_fmt(r['training_first_s'], ' s')} / {_fmt(r.get('training_warm_first_s'), ' s')} | "
-            f"{_fmt(r['training_ms'], ' ms')} |")
+            f"{_fmt(r.get('training_ms'), ' ms')} |")
 
 
 def table(rows: list[dict]) -> str:
@@ -157,12 +222,17 @@ def table(rows: list[dict]) -> str:
     by = {(r["model"], r["backend"]): r for r in rows if "error" not in r}
     ratios = []
     for model in dict.fromkeys(r["model"] for r in rows):
-        e, a = by.get((model, "eager")), by.get((model, "agnostic"))
-        if e and a:
-            ratios.append(f"| {model} | {e['inference_ms'] / a['inference_ms']:.2f}x | "
-                          f"{e['training_ms'] / a['training_ms']:.2f}x |")
+        e = by.get((model, "eager"))
+        cells = []
+        for other in ("agnostic", "dynamo"):
+            o = by.get((model, other))
+            cells += [f"{e[k] / o[k]:.2f}x" if e and o and e.get(k) and o.get(k) else "—"
+                      for k in ("inference_ms", "training_ms")]
+        if e:
+            ratios.append(f"| {model} | " + " | ".join(cells) + " |")
     if ratios:
-        lines += ["", "| model | eager/agnostic inference | eager/agnostic training |", "|---|---|---|"] + ratios
+        lines += ["", "| model | eager/agnostic inference | eager/agnostic training | eager/dynamo inference "
+                  "| eager/dynamo training |", "|---|---|---|---|---|"] + ratios
     return "\n".join(lines)
 
 
@@ -181,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inprocess", action="store_true",
                    help="measure everything in this process (steady times only; first calls are not cold)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--steady-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
+    if args.child or args.steady_child:
         return _child(args)
     rows = run(args)
     text = table(rows)
@@ -193,10 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         cmd = "agnostic-rt bench " + " ".join(argv if argv is not None else sys.argv[1:])
         with open(args.append, "a") as f:
-            f.write(f"\n### Zoo: eager vs aot_eager vs Inductor vs agnostic ({stamp})\n\n"
+            f.write(f"\n### Zoo: eager vs Dynamo vs aot_eager vs Inductor vs agnostic ({stamp})\n\n"
                     f"Machine: {machine_description(args.device)}. Command: `{cmd}`. First call = compile + "
                     f"run in a fresh process (cold caches / warm caches); steady = median ms over "
-                    f"{args.steps} steps after 5 warm-up steps.\n\n{text}\n")
+                    f"{args.steps} interleaved rounds of all backends in one fresh process, after 5 "
+                    f"warm-up steps; dynamo = torch.compile(backend='eager'), Dynamo with no compiler.\n\n{text}\n")
     return 1 if any("error" in r for r in rows) else 0
 
 
