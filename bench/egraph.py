@@ -75,7 +75,7 @@ def main() -> None:
     head = ("| model | mode | graph | nodes before → after | e-graph nodes/classes | saturate s | extract s | "
             "optimise s | stop | " + " | ".join(f"{t} cost µs before → after" for t in COST_TARGETS) + " |")
     rows = [head, "|" + "---|" * (9 + len(COST_TARGETS))]
-    notes = []
+    notes, failures = [], []
     for name in args.models:
         for training in (False, True):
             mode = "training" if training else "inference"
@@ -85,7 +85,14 @@ def main() -> None:
                 notes.append(f"- {name} {mode}: before autograd ({pre['seconds']:.2f} s): {fired or 'no attention/merge'}")
             total = 0.0
             for kind, gm in graphs:
-                out, rep = optimize_graph(gm, target, report_targets=others)
+                try:
+                    out, rep = optimize_graph(gm, target, report_targets=others)
+                except Exception as e:  # passes.optimize would keep the graph; the table says why
+                    failures.append(f"{name} {mode} {kind}")
+                    rows.append(f"| {name} | {mode} | {kind} | {len(gm.graph.nodes)} | failed: "
+                                f"{type(e).__name__}: {str(e)[:120]} |" + " |" * (5 + len(COST_TARGETS)))
+                    print(rows[-1], flush=True)
+                    continue
                 total += rep.seconds["total"]
                 costs = " | ".join(f"{rep.per_target[t]['before'] * 1e6:.1f} → {rep.per_target[t]['after'] * 1e6:.1f}"
                                    for t in (o.name for o in others))
@@ -94,6 +101,7 @@ def main() -> None:
                             f"{rep.seconds['extract']:.3f} | {rep.seconds['total']:.3f} | {rep.run.stop_reason} | {costs} |")
                 print(rows[-1], flush=True)
             notes.append(f"- {name} {mode}: optimise time over its {len(graphs)} graph(s) after autograd: {total:.3f} s")
+    notes.append(f"- optimiser failures (graph left unchanged): {', '.join(failures) or 'none'}")
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
     section = "\n".join([

@@ -104,6 +104,37 @@ def is_acyclic(problem: Problem, choice: dict[object, int]) -> bool:
     return True
 
 
+def computable(problem: Problem) -> set[object]:
+    """The classes some finite, acyclic term can compute (a fixpoint from the leaves up).
+
+    A class outside it has every node depending, directly or not, on the class itself or on an empty
+    class: no extractor can compute it.
+    """
+    waiting: dict[tuple[object, int], int] = {}  # node -> child classes not yet known computable
+    users: dict[object, list[tuple[object, int]]] = {}
+    done: set[object] = set()
+    work: list[object] = []
+    for c, nodes in problem.classes.items():
+        for i, (_, _, kids) in enumerate(nodes):
+            kids = set(kids)
+            if c in kids:
+                continue
+            if not kids and c not in done:
+                done.add(c)
+                work.append(c)
+            waiting[(c, i)] = len(kids)
+            for k in kids:
+                users.setdefault(k, []).append((c, i))
+    while work:
+        k = work.pop()
+        for c, i in users.get(k, ()):
+            waiting[(c, i)] -= 1
+            if waiting[(c, i)] == 0 and c not in done:
+                done.add(c)
+                work.append(c)
+    return done
+
+
 def greedy(problem: Problem) -> Extraction:
     """Least tree cost per class, computed with a worklist from the leaves up."""
     start = time.perf_counter()

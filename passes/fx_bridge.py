@@ -47,6 +47,19 @@ class Leaf:
         return f"{self.kind}:{self.name}"
 
 
+@dataclass(frozen=True)
+class OutputOf:
+    """The graph output of e-class ``cid``, as a class of its own in an extraction problem.
+
+    An output keeps its top node (see :meth:`FxEGraph.pinned_roots`); when a rewrite made that node
+    read its own class -- ``x = cat([empty(0), x])``, where cat(...) is the output -- the pinned class
+    cannot be computed. The output then becomes this separate class holding only the pinned node,
+    while the class itself keeps all its nodes for the node's inputs and every other user.
+    """
+
+    cid: int
+
+
 class FxEGraph:
     """One FX graph loaded into an e-graph, and the way back out.
 
@@ -143,8 +156,9 @@ class FxEGraph:
         mutations = [cid for b, cid in sorted(self.barriers, key=lambda bc: bc[0].uid) if b.mutates]
         return effects + list(self.roots) + mutations
 
-    def to_fx(self, choice: dict[int, ENode]) -> fx.GraphModule:
-        """A new GraphModule computing the outputs from the chosen e-node of each class."""
+    def to_fx(self, choice: dict[int | OutputOf, ENode]) -> fx.GraphModule:
+        """A new GraphModule computing the outputs from the chosen e-node of each class (an output
+        with an :class:`OutputOf` entry is computed by that e-node instead of its class's choice)."""
         eg = self.eg
         graph = fx.Graph()
         env: dict[int, fx.Node] = {}
@@ -152,9 +166,18 @@ class FxEGraph:
             new = graph.placeholder(ph.target, type_expr=ph.type)
             new.meta = dict(ph.meta)
             env[eg.find(self.node_class[ph])] = new
+        outputs: dict[int, fx.Node] = {}
         for root in self.root_sequence():
-            self._emit(graph, eg.find(root), choice, env)
-        out_vals = [env[eg.find(r)] for r in self.roots]
+            root = eg.find(root)
+            top = choice.get(OutputOf(root))
+            if top is None or top == choice.get(root):
+                self._emit(graph, root, choice, env)
+                outputs[root] = env[root]
+            elif root not in outputs:
+                for child in top.children:
+                    self._emit(graph, eg.find(child), choice, env)
+                outputs[root] = self._emit_node(graph, top, [env[eg.find(c)] for c in top.children])
+        out_vals = [outputs[eg.find(r)] for r in self.roots]
         out_vals = self._match_output_strides(graph, out_vals)
         graph.output(fill_template(self.output_template, out_vals, as_list=False))
         if self.output_node is not None:

@@ -12,14 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import networkx as nx
 import torch.fx as fx
 
 from agnostic_rt.targets import KNOWN_TARGETS, Target, host_cpu_target
 
 from .cost import CostModel
-from .egraph import ENode
-from .extract import Extraction, Problem, dag_cost, greedy, ilp, is_acyclic
-from .fx_bridge import FxEGraph
+from .egraph import Barrier, ENode
+from .extract import Extraction, Problem, computable, dag_cost, greedy, ilp, is_acyclic
+from .fx_bridge import FxEGraph, Leaf, OutputOf
 from .pattern import Rule
 from .rules import rules_for
 from .runner import Runner, RunReport
@@ -66,15 +67,51 @@ _MULTI_OUTPUT_RULES = frozenset({"merge-shared-input-addmm"})
 
 
 def build_problem(fg: FxEGraph, cost: Callable[[int, ENode], float]) -> tuple[Problem, dict]:
-    """The extraction problem of an e-graph, with pinned classes restricted to their pinned node."""
+    """The extraction problem of an e-graph, with pinned classes restricted to their pinned node.
+
+    An output whose pinned node can no longer be computed (a rule made it read its own class) gets
+    its own problem class, :class:`OutputOf`, and its e-class is freed of the pin.
+    """
     eg = fg.eg
     pins = fg.pinned_roots()
-    classes: dict[int, list] = {}
-    for cid, cls in eg.classes.items():
-        nodes = [pins[cid]] if cid in pins else cls.nodes
-        classes[cid] = [(n, cost(cid, n), tuple(eg.find(c) for c in n.children)) for n in nodes]
+
+    def entries(cid, nodes):
+        return [(n, cost(cid, n), tuple(eg.find(c) for c in n.children)) for n in nodes]
+
+    classes: dict[object, list] = {cid: entries(cid, [pins[cid]] if cid in pins else cls.nodes)
+                                   for cid, cls in eg.classes.items()}
     roots = list(dict.fromkeys(eg.find(r) for r in fg.root_sequence()))
-    return Problem(classes, roots), pins
+    problem = Problem(classes, roots)
+    outputs = {eg.find(fg.node_class[n]) for n in fg.output_fx_nodes}
+    outputs = {c for c in outputs if not isinstance(pins[c].op, (Barrier, Leaf))}
+    while stuck := _self_dependent(problem, outputs):
+        log.debug("outputs whose top node reads their own class, extracted apart: %s", sorted(stuck))
+        for cid in stuck:
+            classes[OutputOf(cid)] = classes[cid]
+            classes[cid] = entries(cid, eg[cid].nodes)
+        outputs -= stuck
+        problem.roots = [OutputOf(r) if r in stuck else r for r in problem.roots]
+    return problem, pins
+
+
+def _self_dependent(problem: Problem, candidates: set[int]) -> set[int]:
+    """The candidate classes that cannot be computed because every node needs the class itself.
+
+    Among the classes no term computes, those on a cycle; the others wait on something else (often
+    one of these), and freeing them would only duplicate their pinned node.
+    """
+    ok = computable(problem)
+    stuck = [c for c in problem.classes if c not in ok]
+    if not candidates.intersection(stuck):
+        return set()
+    graph = nx.DiGraph()
+    for c in stuck:
+        graph.add_edges_from((c, k) for _, _, kids in problem.classes[c] for k in kids if k not in ok)
+    cyclic = set()
+    for scc in nx.strongly_connected_components(graph):
+        if len(scc) > 1 or any(graph.has_edge(c, c) for c in scc):
+            cyclic |= scc
+    return cyclic & candidates
 
 
 def extract(fg: FxEGraph, cost: Callable[[int, ENode], float], limits: Limits,

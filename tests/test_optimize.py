@@ -3,6 +3,7 @@ hand-written-attention models through torch.compile(backend="agnostic")."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,38 @@ def test_cost_model_prices_a_matmul_by_its_roofline():
 def test_optimize_leaves_a_graph_it_cannot_handle_unchanged():
     gm = torch.fx.symbolic_trace(lambda x: x * 1)  # no fake values in meta: not an ATen graph
     assert passes.optimize(gm, get_target("cpu")) is gm
+
+
+def _bench_egraph():
+    """bench/egraph.py, whose capture() collects the graphs passes.optimize sees for a zoo model."""
+    spec = importlib.util.spec_from_file_location("bench_egraph", Path(__file__).parents[1] / "bench" / "egraph.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_output_whose_top_node_reads_its_own_class_is_still_extracted():
+    def kv_cache(x):  # HF's empty KV cache: cat([empty(0), k]) is k, and the cat is an output
+        k = x.transpose(0, 1)
+        return torch.cat([torch.empty(0), k], -2), torch.relu(k)
+
+    x = torch.randn(3, 5)
+    gm = make_fx(kv_cache, tracing_mode="fake")(x)
+    out, report = optimize_graph(gm, get_target("cpu"), limits=Limits(exact="never"))
+    assert report.run.fired["cat-legacy-empty-left"] == 1
+    cat, relu = out(x)
+    assert cat.data_ptr() != relu.data_ptr() and cat.data_ptr() != x.data_ptr()  # the output stays fresh
+    for want, got in zip(kv_cache(x), (cat, relu)):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.slow
+def test_gpt2_training_graphs_are_optimised_without_failure():
+    cpu = get_target("cpu")
+    graphs, _ = _bench_egraph().capture(ZOO["gpt2"], True, cpu)
+    reports = {kind: optimize_graph(gm, cpu)[1] for kind, gm in graphs}  # raises where passes.optimize gives up
+    assert set(reports) == {"forward", "backward"}
+    assert reports["forward"].run.fired["cat-legacy-empty-left"] > 0 and reports["forward"].changed
 
 
 def test_rewrite_before_autograd_finds_attention_in_gpt2_eager():
