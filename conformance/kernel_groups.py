@@ -84,8 +84,16 @@ class _Recorder(fx.Interpreter):
     def run_node(self, n: fx.Node):
         out = super().run_node(n)
         if n in self.wanted:
-            self.values[n] = out.detach().clone() if isinstance(out, torch.Tensor) else out
+            self.values[n] = _snapshot(out) if isinstance(out, torch.Tensor) else out
         return out
+
+
+def _snapshot(t: torch.Tensor) -> torch.Tensor:
+    """A copy with ``t``'s exact layout (strides, offset, and overlap: a stride-0 broadcast buffer stays
+    one), so that the kernel sees what it saw in the model; ``clone()`` would make it contiguous."""
+    t = t.detach()
+    return torch.empty(0, dtype=t.dtype, device=t.device).set_(t.untyped_storage().clone(), t.storage_offset(),
+                                                                t.shape, t.stride())
 
 
 def kernel_groups(model_name: str, run: TargetRun, batch: int = BATCH) -> list[KernelGroup]:

@@ -124,8 +124,11 @@ def check_alone(kg: Any, target: str, seen: dict[tuple, str] | None = None) -> R
     base = dict(tier="kernel", target=target, case=kg.case, dtype=dtype)
 
     def run() -> tuple[str, str, float | None]:
-        if hasattr(launcher, "fallback"):
-            launcher.fallback = _no_fallback(name)
+        if not hasattr(launcher, "fallback"):
+            # A DynamicLauncher (a group with symbolic sizes) falls back to ATen inside, unseen from
+            # here; the zoo's steps are captured with static shapes, so this is not expected.
+            return "skip", f"{name}: a per-shape launcher; its kernel cannot be run alone", None
+        launcher.fallback = _no_fallback(name)
         got = launcher(*kg.values)
         want = kg.reference(*kg.values)
         c = compare(list(got), list(want))

@@ -225,3 +225,13 @@ def test_kernel_tier_reports_a_planted_wrong_kernel_by_name(tmp_path, monkeypatc
     assert layer_norm.extra["kernel"] in layer_norm.message and "aten.add.Tensor" in layer_norm.extra["ops"]
     assert layer_norm.error_ratio > 1 and layer_norm.sample.startswith("f32[3, 256]")
     assert report.exit_code() == 1
+
+
+def test_kernel_inputs_are_recorded_with_their_layout_so_broadcast_buffers_stay_broadcast():
+    from agnostic_rt.conformance.kernel_groups import _snapshot
+
+    # BERT's token_type_ids: a [1, 64] buffer expanded over the batch, read by the embedding kernel.
+    ids = torch.arange(64).expand(3, 64)
+    kept = _snapshot(ids)
+    assert kept.stride() == (0, 1) and torch.equal(kept, ids)
+    assert kept.untyped_storage().data_ptr() != ids.untyped_storage().data_ptr()
