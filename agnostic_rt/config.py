@@ -11,9 +11,12 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["Options", "NUMERICS", "configure_logging"]
+__all__ = ["Options", "NUMERICS", "EMITTERS", "configure_logging"]
 
 NUMERICS = ("strict", "fast")
+#: Which code a fused group becomes on a GPU target: Triton, the C family (CUDA C through NVRTC/CuPy,
+#: HIP C through hiprtc/hip-python), or whichever of the two runs faster (timed on first use).
+EMITTERS = ("triton", "c", "autotune")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,10 @@ class Options:
     autotune: bool = True
     # Capture the program in a CUDA graph when shapes are static (GPU only).
     cudagraphs: bool = False
+    # triton | c | autotune: what fused groups are emitted as on GPU targets. "c" falls back to Triton
+    # (debug log) where the C toolchain is missing or a group has no C form; in interpret mode C
+    # kernels run on the CPU through g++ (backends/c_host.py). "autotune" times both on the GPU.
+    emitter: str = "triton"
     # On targets without generated kernels (the CPU), a graph the passes left unchanged runs as Dynamo
     # captured it, under eager autograd: aot_autograd's runtime wrappers cost more there than they save.
     eager_fallback: bool = True
@@ -61,6 +68,8 @@ class Options:
 
         if self.numerics not in NUMERICS:
             raise ValueError(f"unknown numerics {self.numerics!r}; expected one of: {', '.join(NUMERICS)}")
+        if self.emitter not in EMITTERS:
+            raise ValueError(f"unknown emitter {self.emitter!r}; expected one of: {', '.join(EMITTERS)}")
         for name in ("passes", "interpret", "autotune", "cudagraphs", "eager_fallback"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"option {name!r} must be True or False, got {getattr(self, name)!r}")

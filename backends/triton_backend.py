@@ -5,7 +5,8 @@
     outputs = launcher(*inputs)            # a tuple, one tensor per group output
 
 In interpret mode (``options.interpret``) the same source is loaded under the Triton interpreter and
-runs on CPU tensors.
+runs on CPU tensors. ``options.emitter`` may instead make the group a C kernel (CUDA C / HIP C, or
+g++ on the CPU in interpret mode) or time both on a GPU: see backends/emitters.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.fx as fx
 from agnostic_rt.config import Options
 from agnostic_rt.targets import Target
 
+from .emitters import CLauncher, CUnavailable, EmitterAutotuner, LaunchSpec, c_launcher, choice_key
 from .lowering import Unfusable, Unsupported, is_symbolic, lower_group
 from .registry import cache_dir, register
 from .triton_emit import EmitError, TritonKernelSource, emit_triton
@@ -85,17 +87,39 @@ class TritonBackend:
             log.warning("kernel generation failed for %s; running them through ATen: %r", ", ".join(ops), e)
             return None
         try:
-            gk = register(kernel, self.options.debug_dir)
             in_strides = [tuple(int(s) for s in n.meta["val"].stride()) for n in group.inputs]
             out_specs = [(tuple(int(s) for s in o.meta["val"].shape), tuple(int(s) for s in o.meta["val"].stride()),
                           o.meta["val"].dtype) for o in group.outputs]
-            return KernelLauncher(gk, [s.hint for s in kernel.ir.sizes], in_strides, out_specs,
-                                  interpret=self.interpret, autotune=self.options.autotune,
-                                  fallback=group_module(group.nodes, group.inputs, group.outputs), ops=ops,
-                                  device=_output_device(group.outputs))
+            spec = LaunchSpec([s.hint for s in kernel.ir.sizes], in_strides, out_specs,
+                              group_module(group.nodes, group.inputs, group.outputs), ops,
+                              _output_device(group.outputs))
+            return self.launcher(kernel, spec)
         except Exception as e:
             log.warning("could not load kernel for %s; running them through ATen: %r", ", ".join(ops), e)
             return None
+
+    def launcher(self, kernel: TritonKernelSource, spec: LaunchSpec) -> Callable:
+        """The launcher ``options.emitter`` asks for: Triton, C (Triton where C is unavailable), or both
+        timed on first use."""
+        emitter = self.options.emitter
+        c = None
+        if emitter == "c" or (emitter == "autotune" and not self.interpret):
+            try:
+                c = c_launcher(kernel.ir, self.target, spec, numerics=self.options.numerics,
+                               interpret=self.interpret)
+            except CUnavailable as e:
+                log.debug("%s (%s) emitted as Triton: no C kernel: %s", kernel.name, ", ".join(spec.ops), e)
+            if c is not None and self.options.debug_dir is not None:
+                _dump_c(c, self.options.debug_dir)
+            if c is not None and emitter == "c":
+                return c
+        gk = register(kernel, self.options.debug_dir)
+        triton = KernelLauncher(gk, spec.sizes, spec.in_strides, spec.out_specs, interpret=self.interpret,
+                                autotune=self.options.autotune, fallback=spec.fallback, ops=spec.ops,
+                                device=spec.device)
+        if c is None:
+            return triton
+        return EmitterAutotuner({"triton": triton, "c": c}, choice_key(kernel.source, _c_source(c)), spec.sizes)
 
 
 class DynamicLauncher:
@@ -131,12 +155,10 @@ class DynamicLauncher:
             nodes, inputs, outputs = _group_parts(gm)
             tensor_pos = [k for k, n in enumerate(inputs) if isinstance(n.meta.get("val"), torch.Tensor)]
             kernel = generate(nodes, inputs, outputs, self.backend.options.numerics)
-            gk = register(kernel, self.backend.options.debug_dir)
-            launcher = KernelLauncher(
-                gk, [s.hint for s in kernel.ir.sizes], [tuple(inputs[k].meta["val"].stride()) for k in tensor_pos],
+            launcher = self.backend.launcher(kernel, LaunchSpec(
+                [s.hint for s in kernel.ir.sizes], [tuple(inputs[k].meta["val"].stride()) for k in tensor_pos],
                 [(tuple(o.meta["val"].shape), tuple(o.meta["val"].stride()), o.meta["val"].dtype) for o in outputs],
-                interpret=self.backend.interpret, autotune=self.backend.options.autotune,
-                fallback=lambda *_: self.module(*current[0]), ops=self.ops, device=_output_device(outputs))
+                lambda *_: self.module(*current[0]), self.ops, _output_device(outputs)))
         except Exception as e:
             log.debug("shape %s of (%s) runs through ATen: %r", [tuple(getattr(a, "shape", ())) for a in args],
                       ", ".join(self.ops), e)
@@ -145,6 +167,19 @@ class DynamicLauncher:
             current[0] = a
             return launcher(*(a[k] for k in tensor_pos))
         return run
+
+
+def _c_source(c: CLauncher) -> str:
+    return getattr(getattr(c.kernel, "kernel", None), "source", c.ir.render())
+
+
+def _dump_c(c: CLauncher, debug_dir: str) -> None:
+    """The C kernel next to the Triton ones in ``<debug_dir>/kernels`` (``.cu``: CUDA, HIP or host C)."""
+    from pathlib import Path
+
+    d = Path(debug_dir) / "kernels"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{c.__name__}.cu").write_text(_c_source(c))
 
 
 def _output_device(outputs) -> torch.device | None:

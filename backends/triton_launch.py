@@ -100,22 +100,28 @@ def device_key(device: str) -> str:
 
 
 class TuningCache:
-    """Winners on disk: one JSON file per kernel source, ``{device key: {size key: config}}``."""
+    """Winners on disk: one JSON file per kernel source, ``{device key: {size key: config}}``.
+
+    ``kernel`` is a Triton kernel (the file is named by its source hash) or a ready-made key string
+    (the emitter choice, backends/emitters.py, names the pair of sources it chose between).
+    """
 
     def __init__(self, root: Path | None = None):
         self.root = (root or cache_dir()) / "autotune"
 
-    def _path(self, kernel: TritonKernelSource) -> Path:
+    def _path(self, kernel: TritonKernelSource | str) -> Path:
+        if isinstance(kernel, str):
+            return self.root / f"{kernel}.json"
         return self.root / f"{hashlib.sha256(kernel.source.encode()).hexdigest()[:24]}.json"
 
-    def get(self, kernel: TritonKernelSource, dkey: str, skey: str) -> dict | None:
+    def get(self, kernel: TritonKernelSource | str, dkey: str, skey: str) -> dict | None:
         try:
             data = json.loads(self._path(kernel).read_text())
         except (OSError, ValueError):
             return None
         return data.get(dkey, {}).get(skey)
 
-    def put(self, kernel: TritonKernelSource, dkey: str, skey: str, cfg: dict) -> None:
+    def put(self, kernel: TritonKernelSource | str, dkey: str, skey: str, cfg: dict) -> None:
         path = self._path(kernel)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
