@@ -71,7 +71,7 @@ class TierNote:
 
     tier: str
     target: str
-    status: str  # "not available" | "no cases" | "skipped"
+    status: str  # "not available" | "no cases" | "skipped" | "kernel fallbacks"
     message: str
 
 

@@ -107,6 +107,35 @@ class _Progress:
             self.bar.update(task, advance=1, total=total, now=now[:40])
 
 
+# Loggers on which a launcher says a kernel failed at its first launch and its group ran through ATen.
+_LAUNCH_LOGGERS = ("agnostic_rt.triton_launch", "agnostic_rt.emitters")
+
+
+class _LaunchFallbacks(logging.Handler):
+    """Kernels that failed at their first launch while one case ran. The case's numerics still
+    hold (ATen ran the group), so it is not failed; the kernel did not run, and the report says so."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "failed at its first launch" in str(record.msg):
+            self.seen.append(" ".join(record.getMessage().split())[:300])
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[_LaunchFallbacks]:
+        self.seen = []
+        loggers = [logging.getLogger(n) for n in _LAUNCH_LOGGERS]
+        for lg in loggers:
+            lg.addHandler(self)
+        try:
+            yield self
+        finally:
+            for lg in loggers:
+                lg.removeHandler(self)
+
+
 class Suite:
     """Runs the tiers and keeps the expectations of every target it meets."""
 
@@ -115,6 +144,7 @@ class Suite:
         self.report = Report(level=config.level)
         self.expectations: dict[str, Expectations] = {}
         self.progress = _Progress(config.progress)
+        self.fallbacks = _LaunchFallbacks()
 
     def expect(self, target: str) -> Expectations:
         if target not in self.expectations:
@@ -151,7 +181,10 @@ class Suite:
                                     message=f"not in torch {torch.__version__}'s op_db"))
                 else:
                     try:
-                        found = ops.check_op(op, case, run, max_samples=limit, compile_fn=self.config.compile_fn)
+                        with self.fallbacks.watching() as fb:
+                            found = ops.check_op(op, case, run, max_samples=limit, compile_fn=self.config.compile_fn)
+                        for r in found:
+                            r.extra = {**(r.extra or {}), **({"kernel_fallbacks": fb.seen} if fb.seen else {})}
                     except Exception as exc:  # noqa: BLE001 - one broken case must not end the run
                         log.exception("conformance suite error on %s %s", case.name, case.dtype)
                         found = [Result("op", run.name, case.name, case.dtype, "forward", "fail", error_ratio=float("inf"),
@@ -203,7 +236,11 @@ class Suite:
             cases = self.model_cases(run)
             task = self.progress.task(f"model tier: {run.name}", len(cases))
             for name, check in cases:
-                self.add(self.check_model_case(run, name, check))
+                with self.fallbacks.watching() as fb:
+                    r = self.check_model_case(run, name, check)
+                if fb.seen:
+                    r.extra = {**(r.extra or {}), "kernel_fallbacks": fb.seen}
+                self.add(r)
                 self.progress.step(task, f"{name} {check}")
 
     def run_kernels(self, runs: list[TargetRun]) -> None:
@@ -259,6 +296,7 @@ class Suite:
             if "migration" in cfg.tiers:
                 self.run_migration(runs)
         self.report.finished = time.time()
+        self._note_fallbacks()
         if cfg.collect_expect:
             for exp in self.expectations.values():
                 entries = exp.collect(self.report.results)
@@ -272,6 +310,21 @@ class Suite:
                 else:
                     self.expect(r.target).apply(r)
         return self.report
+
+
+    def _note_fallbacks(self) -> None:
+        """One note per tier and target whose cases ran kernels through ATen after a failed launch."""
+        by: dict[tuple[str, str], list[Result]] = {}
+        for r in self.report.results:
+            if (r.extra or {}).get("kernel_fallbacks"):
+                by.setdefault((r.tier, r.target), []).append(r)
+        for (tier, target), rs in by.items():
+            first = rs[0].extra["kernel_fallbacks"][0]
+            self.report.notes.append(TierNote(
+                tier, target, "kernel fallbacks",
+                f"{len(rs)} case(s) ran a generated kernel's ops through ATen after it failed at its first "
+                f"launch (numerics held; the kernel did not run): {', '.join(r.key for r in rs[:8])}"
+                f"{' ...' if len(rs) > 8 else ''}; first: {first}"))
 
 
 def run_suite(config: SuiteConfig) -> Report:

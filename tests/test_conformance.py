@@ -235,3 +235,20 @@ def test_kernel_inputs_are_recorded_with_their_layout_so_broadcast_buffers_stay_
     kept = _snapshot(ids)
     assert kept.stride() == (0, 1) and torch.equal(kept, ids)
     assert kept.untyped_storage().data_ptr() != ids.untyped_storage().data_ptr()
+
+
+def test_a_kernel_that_fails_at_launch_is_named_in_the_report(monkeypatch):
+    from agnostic_rt.backends import triton_launch
+
+    def broken(self, ins, outs, dev):
+        raise RuntimeError("planted launch failure")
+
+    monkeypatch.setattr(triton_launch.KernelLauncher, "_prepare", broken)
+    report = run_suite(SuiteConfig(tiers=["op"], targets=["h100-interp"], ops=["sigmoid"], dtypes=["float32"],
+                                   max_samples=1, progress=False))
+    # ATen ran the group, so the numerics hold; the report still says the kernel never ran.
+    assert report.exit_code() == 0
+    fallen = [r for r in report.results if r.extra.get("kernel_fallbacks")]
+    assert fallen and "planted launch failure" in fallen[0].extra["kernel_fallbacks"][0]
+    notes = [n for n in report.notes if n.status == "kernel fallbacks"]
+    assert notes and notes[0].target == "h100-interp" and "sigmoid:float32" in notes[0].message
