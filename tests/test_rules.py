@@ -29,9 +29,9 @@ PERMUTES = ("transpose-as-permute", "permute-permute", "permute-cancel")
 SETTINGS = settings(max_examples=6, deadline=None, derandomize=True)
 
 
-def check_rule(name, fn, inputs, helpers=(), params=(), atol=None):
+def check_rule(name, fn, inputs, helpers=(), params=(), atol=None, tracing_mode="fake"):
     """Both sides of rule ``name`` agree on ``inputs``; returns the rewritten graph."""
-    gm = make_fx(fn, tracing_mode="fake")(*inputs)
+    gm = make_fx(fn, tracing_mode=tracing_mode)(*inputs)
     names = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
     fg = FxEGraph(gm, params={names[i] for i in params})
     report = Runner(fg.eg, [get_rule(name)] + [get_rule(h) for h in helpers], iter_limit=8, time_limit=20).run()
@@ -429,6 +429,21 @@ def test_attention_masked_to_sdpa(qkv_, causal_mask):
         scores = torch.matmul(q, k.transpose(2, 3)) * 0.125 + mask
         return _out(torch.matmul(F.softmax(scores, dim=-1), v))
     check_rule("attention-masked-to-sdpa", fn, [q, k, v, mask], helpers=ATTENTION_HELPERS)
+
+
+@SETTINGS
+@given(qkv(), st.sampled_from(["attention-to-sdpa", "attention-masked-to-sdpa"]))
+def test_attention_to_sdpa_with_a_symbolic_scale(qkv_, rule):
+    # Dynamo's dynamic=True passes a float attribute (HF's self.scaling) as a 0-d tensor, then .item()
+    q, k, v = qkv_
+    scale, mask = torch.tensor(1 / math.sqrt(q.shape[-1])), torch.zeros(1, 1, q.shape[-2], k.shape[-2], dtype=q.dtype)
+
+    def fn(q, k, v, scale, mask):
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale.item()
+        return _out(torch.matmul(F.softmax(scores + mask if rule.startswith("attention-masked") else scores, -1), v))
+    new = check_rule(rule, fn, [q, k, v, scale, mask], helpers=ATTENTION_HELPERS, tracing_mode="symbolic")
+    sdpa = [n for n in new.graph.nodes if n.target == aten.scaled_dot_product_attention.default]
+    assert len(sdpa) == 1 and sdpa[0].kwargs["scale"] == 1.0 and sdpa[0].args[0].target == aten.mul.Tensor
 
 
 @SETTINGS

@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 
 from agnostic_rt.passes.analysis import same_shape
-from agnostic_rt.passes.pattern import Attr, Fn, Match, P, Rule, Var
+from agnostic_rt.passes.egraph import SLOT
+from agnostic_rt.passes.pattern import Applier, Attr, Fn, Match, P, Rule, Var, WithClasses, instantiate
 
-from .common import X, aten, norm_dim
+from .common import X, aten, norm_dim, number
 
 Q, KT, V, MASK = Var("q"), Var("kt"), Var("v"), Var("mask")
 _SDPA = aten.scaled_dot_product_attention.default
@@ -37,7 +38,17 @@ def _attention_ok(m: Match, masked: bool) -> bool:
             return False
         if not same_shape(m.data("masked").shape, scores.shape):  # the mask must not broadcast scores up
             return False
-    return isinstance(m["s"], (int, float)) and not isinstance(m["s"], bool)
+    return number(m["s"]) or _symbolic_scale(m)
+
+
+def _symbolic_scale(m: Match) -> bool:
+    """A scale known only at run time: a SymFloat, as Dynamo passes a float module attribute such as
+    HF's ``self.scaling`` under dynamic=True (a 0-d tensor input, then ``.item()``)."""
+    s = m["s"]
+    if not (isinstance(s, WithClasses) and s.template is SLOT and len(s.classes) == 1):
+        return False
+    val = m.eg.data(s.classes[0]).val
+    return isinstance(val, (torch.SymFloat, torch.SymInt, float, int)) and not isinstance(val, bool)
 
 
 def _k(m: Match) -> list[int]:
@@ -45,6 +56,15 @@ def _k(m: Match) -> list[int]:
     perm = list(range(nd))
     perm[-1], perm[-2] = perm[-2], perm[-1]
     return perm
+
+
+def _to_sdpa(mask) -> Applier:
+    """sdpa(q, k, v, mask, scale=s); for a symbolic s, sdpa(q * s, k, v, mask, scale=1.0), since SDPA's
+    ``float? scale`` takes no SymFloat (softmax(q k^T s) = softmax((q s) k^T), rounding aside)."""
+    k = P(aten.permute.default, KT, Fn(_k))
+    scale_arg = P(_SDPA, Q, k, V, mask, 0.0, False, scale=Attr("s"))
+    scale_q = P(_SDPA, P(aten.mul.Tensor, Q, Attr("s")), k, V, mask, 0.0, False, scale=1.0)
+    return lambda m: instantiate(m.eg, scale_arg if number(m["s"]) else scale_q, m, equal_to=m.root)
 
 
 _SCORES = P(aten.mul.Tensor, P(aten.matmul.default, Q, KT, name="scores"), Attr("s"))
@@ -59,13 +79,11 @@ _E = P(aten.exp.default, P(aten.sub.Tensor, X, P(aten.amax.default, X, Attr("d")
 RULES = [
     Rule("attention-masked-to-sdpa",
          P(aten.matmul.default, _softmax(P(aten.add.Tensor, _SCORES, MASK, name="masked")), V),
-         P(_SDPA, Q, P(aten.permute.default, KT, Fn(_k)), V, MASK, 0.0, False, scale=Attr("s")),
-         lambda m: _attention_ok(m, True), "reassoc",
-         doc="softmax(q @ k^T * s + mask) @ v -> sdpa(q, k, v, mask, scale=s)"),
+         _to_sdpa(MASK), lambda m: _attention_ok(m, True), "reassoc",
+         doc="softmax(q @ k^T * s + mask) @ v -> sdpa(q, k, v, mask, scale=s) (s symbolic: q * s, scale 1)"),
     Rule("attention-to-sdpa", P(aten.matmul.default, _softmax(_SCORES), V),
-         P(_SDPA, Q, P(aten.permute.default, KT, Fn(_k)), V, None, 0.0, False, scale=Attr("s")),
-         lambda m: _attention_ok(m, False), "reassoc",
-         doc="softmax(q @ k^T * s) @ v -> sdpa(q, k, v, scale=s)"),
+         _to_sdpa(None), lambda m: _attention_ok(m, False), "reassoc",
+         doc="softmax(q @ k^T * s) @ v -> sdpa(q, k, v, scale=s) (s symbolic: q * s, scale 1)"),
     Rule("softmax-decomposed", P(aten.div.Tensor, _E, P(aten.sum.dim_IntList, Var("e"), Attr("d"), True)),
          P(aten._softmax.default, X, Fn(lambda m: m["d"][0]), False),
          lambda m: len(m["d"]) == 1 and m.data("x").is_tensor and m.data("x").dtype.is_floating_point,
