@@ -14,8 +14,13 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cstyle import CKernel
 
 log = logging.getLogger("agnostic_rt.backends.cstyle")
 
@@ -71,3 +76,36 @@ class BinaryCache:
 
 class BuildError(RuntimeError):
     """A C kernel did not compile; the message carries the compiler's log and the arch."""
+
+
+@dataclass(frozen=True)
+class LaunchArgs:
+    """One launch of a C kernel, whatever runs it: grid and block, then the kernel's parameters in
+    order (buffer addresses, inputs then outputs, and the int64 size values)."""
+
+    grid: int
+    block: int
+    pointers: tuple[int, ...]
+    sizes: tuple[int, ...]
+
+
+def launch_args(kernel: CKernel, inputs: Sequence[Any], outputs: Sequence[Any],
+                sizes: Mapping[str, int] | None = None, max_grid: int = 1 << 16) -> LaunchArgs | None:
+    """Check the tensors against the kernel's IR and pack its parameters; None: nothing to launch.
+
+    ``sizes`` overrides the IR's size hints by name. Shared by the CUDA (CuPy), HIP (hip-python) and
+    host (ctypes) launchers, which differ only in how they hand these values to the driver.
+
+    >>> a = launch_args(kernel, [x], [out], {"s0": 8192})      # doctest: +SKIP
+    """
+    ir = kernel.ir
+    if len(inputs) != len(ir.inputs) or len(outputs) != len(ir.outputs):
+        raise ValueError(f"{kernel.name} takes {len(ir.inputs)} inputs and {len(ir.outputs)} outputs, "
+                         f"got {len(inputs)} and {len(outputs)}")
+    values = {s.name: s.hint for s in ir.sizes}
+    values.update(sizes or {})
+    grid, block = kernel.launch(values, max_grid=max_grid)
+    if grid == 0:
+        return None
+    return LaunchArgs(grid, block, tuple(int(t.data_ptr()) for t in (*inputs, *outputs)),
+                      tuple(int(values[s.name]) for s in ir.sizes))

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .c_build import BinaryCache, BuildError
+from .c_build import BinaryCache, BuildError, launch_args
 from .cstyle import _HIP_PRELUDE, CDialect, CKernel, Numerics, c_type, choose_mode, render, render_module
 from .kernel_ir import KernelIR
 
@@ -185,16 +185,12 @@ class HostKernel:
         return HostModule([kernel])[kernel.name]
 
     def __call__(self, inputs: Sequence[Any], outputs: Sequence[Any], sizes: Mapping[str, int] | None = None) -> None:
-        ir = self.kernel.ir
-        if len(inputs) != len(ir.inputs) or len(outputs) != len(ir.outputs):
-            raise ValueError(f"{self.kernel.name} takes {len(ir.inputs)} inputs and {len(ir.outputs)} outputs")
-        values = {s.name: s.hint for s in ir.sizes}
-        values.update(sizes or {})
-        grid, block = self.kernel.launch(values, max_grid=HOST_GRID)
-        if grid == 0:
+        a = launch_args(self.kernel, inputs, outputs, sizes, max_grid=HOST_GRID)
+        if a is None:
             return
-        ptrs = (ctypes.c_void_p * max(1, len(inputs) + len(outputs)))(*[t.data_ptr() for t in (*inputs, *outputs)])
-        sz = (ctypes.c_longlong * max(1, len(ir.sizes)))(*[int(values[s.name]) for s in ir.sizes])
+        ptrs = (ctypes.c_void_p * max(1, len(a.pointers)))(*a.pointers)
+        sz = (ctypes.c_longlong * max(1, len(a.sizes)))(*a.sizes)
+        grid, block = a.grid, a.block
         self._fn(grid, block, ptrs, sz)
 
 

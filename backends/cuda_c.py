@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .c_build import BinaryCache, BuildError
+from .c_build import BinaryCache, BuildError, launch_args
 from .cstyle import CUDA, CKernel, Numerics, render
 from .kernel_ir import KernelIR
 
@@ -105,18 +105,12 @@ class CudaKernel:
         import numpy as np
         import torch
 
-        ir = self.kernel.ir
-        if len(inputs) != len(ir.inputs) or len(outputs) != len(ir.outputs):
-            raise ValueError(f"{self.kernel.name} takes {len(ir.inputs)} inputs and {len(ir.outputs)} outputs, "
-                             f"got {len(inputs)} and {len(outputs)}")
-        values = {s.name: s.hint for s in ir.sizes}
-        values.update(sizes or {})
-        grid, block = self.kernel.launch(values)
-        if grid == 0:
+        a = launch_args(self.kernel, inputs, outputs, sizes)
+        if a is None:
             return
+        grid, block = a.grid, a.block
         device = outputs[0].device if outputs else inputs[0].device
-        args = [np.uint64(t.data_ptr()) for t in (*inputs, *outputs)]
-        args += [np.int64(values[s.name]) for s in ir.sizes]
+        args = [np.uint64(p) for p in a.pointers] + [np.int64(v) for v in a.sizes]
         with cupy.cuda.Device(device.index if device.index is not None else torch.cuda.current_device()):
             fn = self._load()
             stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)

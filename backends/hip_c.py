@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .c_build import BinaryCache, BuildError, cache_root
+from .c_build import BinaryCache, BuildError, cache_root, launch_args
 from .cstyle import HIP, CKernel, Numerics, render
 from .kernel_ir import KernelIR
 
@@ -148,16 +148,13 @@ class HipKernel:
         import torch
         from hip import hip
 
-        ir = self.kernel.ir
-        values = {s.name: s.hint for s in ir.sizes}
-        values.update(sizes or {})
-        grid, block = self.kernel.launch(values)
-        if grid == 0:
+        a = launch_args(self.kernel, inputs, outputs, sizes)
+        if a is None:
             return
+        grid, block = a.grid, a.block
         device = outputs[0].device if outputs else inputs[0].device
         # Pointers then int64 sizes, laid out as the kernel's parameters (hip-python pads for alignment).
-        extra = tuple(ctypes.c_void_p(t.data_ptr()) for t in (*inputs, *outputs))
-        extra += tuple(ctypes.c_int64(values[s.name]) for s in ir.sizes)
+        extra = tuple(ctypes.c_void_p(p) for p in a.pointers) + tuple(ctypes.c_int64(v) for v in a.sizes)
         stream = hip.hipStream_t.fromObj(torch.cuda.current_stream(device).cuda_stream)  # ROCm torch names it "cuda"
         (err,) = hip.hipModuleLaunchKernel(self._load(), grid, 1, 1, block, 1, 1, 0, stream, None, extra)
         _check(err, "hipModuleLaunchKernel")

@@ -330,3 +330,18 @@ def test_every_zoo_kernel_matches_aten_on_the_host(family):
             except AssertionError as e:
                 failures.append(f"{k.ir.name} output {i} ({', '.join(str(n.target) for n in k.nodes)}): {e}")
     assert not failures, f"{len(failures)} of {len(kernels)} kernels differ from ATen:\n" + "\n".join(failures[:5])
+
+
+# ------------------------------------------------------------------------------ launch arguments
+
+
+def test_launch_args_pack_pointers_then_sizes_and_skip_empty_launches():
+    from agnostic_rt.backends.c_build import launch_args
+
+    kernel = render(_row_max_ir(8), CUDA)
+    x, out = torch.randn(5, 1000), torch.empty(5)
+    a = launch_args(kernel, [x], [out], {kernel.ir.sizes[0].name: 5})
+    assert a.pointers == (x.data_ptr(), out.data_ptr()) and a.sizes == (5, 1000) and a.grid >= 1
+    assert launch_args(kernel, [x], [out], {kernel.ir.sizes[0].name: 0}) is None
+    with pytest.raises(ValueError, match="takes 1 inputs and 1 outputs, got 2 and 1"):
+        launch_args(kernel, [x, x], [out])
