@@ -39,7 +39,7 @@ from .kernel_ir import (
     Const,
     IndexExpr,
     KernelIR,
-    Size,
+    eval_size,
     index_ops,
     render_index,
 )
@@ -486,8 +486,8 @@ class CKernel:
         hints = {s.name: s.hint for s in self.ir.sizes}
         hints.update(sizes or {})
         ir = self.ir
-        xnumel = math.prod(_eval(d, hints) for d in ir.xdims)
-        rnumel = math.prod(_eval(d, hints) for d in ir.rdims)
+        xnumel = math.prod(eval_size(d, hints) for d in ir.xdims)
+        rnumel = math.prod(eval_size(d, hints) for d in ir.rdims)
         w = self.warp_size
         if xnumel <= 0:
             return 0, w
@@ -507,18 +507,6 @@ def _round_up(n: int, k: int) -> int:
 
 def _next_pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
-
-
-def _eval(expr: IndexExpr, sizes: dict[str, int]) -> int:
-    """Value of a loop extent for the size arguments' values ``sizes``."""
-    if isinstance(expr, Const):
-        return expr.value
-    if isinstance(expr, Size):
-        return int(sizes[expr.name])
-    if isinstance(expr, Bin):
-        a, b = _eval(expr.a, sizes), _eval(expr.b, sizes)
-        return {"+": a + b, "*": a * b, "//": a // b if b else 0, "%": a % b if b else 0}[expr.kind]
-    raise ValueError(f"size expression {render_index(expr)} depends on a loop variable")
 
 
 #: Rows at most this long (in units of the warp size) get one warp each instead of one block.
