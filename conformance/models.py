@@ -51,7 +51,7 @@ def check_model(entry: ZooModel, *, training: bool, options: dict | None = None,
     target = target.to(device)
     inputs64 = tuple(x.double() if x.is_floating_point() else x for x in inputs)
 
-    compiled = compiled_model or torch.compile(compiled_base, backend="agnostic", options=options or {})
+    compiled = compiled_model if compiled_model is not None else torch.compile(compiled_base, backend="agnostic", options=options or {})
     if compiled_model is not None:
         compiled_base = compiled_model
     out_c, grads_c, loss_c = _run(compiled, inputs, target, entry, training)
@@ -113,7 +113,7 @@ def check_training_curve(entry: ZooModel, *, steps: int = 8, lr: float = 0.05, o
     eager.train(True)
     ref64 = copy.deepcopy(eager).double()
     compiled_base = copy.deepcopy(eager)
-    compiled = compiled_model or torch.compile(compiled_base, backend="agnostic", options=options or {})
+    compiled = compiled_model if compiled_model is not None else torch.compile(compiled_base, backend="agnostic", options=options or {})
     batches = []
     for seed in range(min(steps, 4)):
         inputs, target = entry.example(batch, seed=seed)
