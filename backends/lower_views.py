@@ -71,7 +71,7 @@ def lower_view(low, node: fx.Node):
         return TensorValue(out_shape, dtype, fn)
     if p is aten.select:
         dim = node.args[1] % nd_in
-        index = node.args[2] % src.shape[dim]
+        index = _bound(node.args[2]) % src.shape[dim]
         return TensorValue(out_shape, dtype, lambda idx: src.at(idx[:dim] + [low_const(low, index)] + idx[dim:]))
     raise Unsupported(str(node.target))
 
@@ -85,8 +85,20 @@ def _slice_args(node: fx.Node, size: int) -> tuple[int, int, int]:
     start = node.args[2] if len(node.args) > 2 else node.kwargs.get("start")
     end = node.args[3] if len(node.args) > 3 else node.kwargs.get("end")
     step = node.args[4] if len(node.args) > 4 else node.kwargs.get("step", 1)
-    start, end, step = slice(start, end, step or 1).indices(size)
+    start, end, step = slice(_bound(start), _bound(end), _bound(step) or 1).indices(size)
     return start, end, step
+
+
+def _bound(a):
+    """A slice bound as an int: a SymInt (or the node computing one, under dynamic shapes) reads as
+    its value in this compile, as sizes do (the dynamic launcher re-lowers per concrete shape)."""
+    if isinstance(a, fx.Node):
+        a = a.meta.get("val")
+    if isinstance(a, torch.SymInt):
+        return _ints([a])[0]
+    if a is None or isinstance(a, int):
+        return a
+    raise Unsupported(f"slice bound {a!r}")
 
 
 def _piece(low, src: TensorValue, p, node: fx.Node, k: int, val) -> TensorValue:

@@ -174,3 +174,20 @@ def test_reductions_of_a_0d_tensor_match_eager_under_the_interpreter():
     c = compile_fn(_loss_tail, a)
     assert not c.failed()
     torch.testing.assert_close(c(a), _loss_tail(a))
+
+
+def test_a_slice_with_symbolic_bounds_fuses_under_dynamic_shapes(caplog):
+    # dynamic=True: the slice's end is a SymInt node (GPT-2's attention mask slice); it read as a
+    # "trial lowering failed" TypeError before, and the slice ran through ATen.
+    caplog.set_level(logging.WARNING, logger="agnostic_rt")
+
+    def fn(x, y):
+        return (x[:, : y.shape[0]] * 2).exp()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend="agnostic", dynamic=True, options={"target": "h100", "interpret": True})
+    for n in (5, 7):
+        x, y = torch.randn(3, 9), torch.randn(n)
+        torch.testing.assert_close(compiled(x, y), fn(x, y))
+    torch._dynamo.reset()
+    assert not [r.getMessage() for r in caplog.records if "trial lowering failed" in r.getMessage()]
