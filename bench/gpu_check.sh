@@ -2,7 +2,8 @@
 # The one prepared script for a lent NVIDIA GPU (torch 2.11 / triton 3.6 / Python 3.12 there).
 # Usage (device tool): bash bench/gpu_check.sh [quick|full]     results land in $OUT (or ./out).
 # Stages: install -> numerics (zoo vs eager and fp64) -> kernel bandwidth vs copy -> zoo steady
-# times eager / Inductor / agnostic. Each stage has its own time limit so one slow stage cannot
+# times eager / Inductor / agnostic -> (quick, full) the C emitter: its GPU tests (CuPy launch vs
+# ATen) and the zoo's steady times with emitter="c" and "autotune". Each stage has its own time limit so one slow stage cannot
 # eat the lease; the tables print last.
 set -uo pipefail
 MODE=${1:-quick}
@@ -35,6 +36,14 @@ timeout ${T_COMPARE:-300} $PY bench/compare.py --inprocess --device cuda --backe
   --models $MODELS --steps 30 --json "$OUT/compare.json" > "$OUT/compare.log" 2>&1
 echo "compare exit $?" >> "$OUT/compare.log"
 
+if [ "$MODE" != smoke ]; then
+  timeout ${T_EMITTERS:-150} bash -c "$PY -m pytest -q -m gpu tests/test_emitters.py tests/test_cuda_c.py; \
+    for e in c autotune; do $PY bench/compare.py --inprocess --device cuda --backends agnostic \
+      --options '{\"emitter\": \"'\$e'\"}' --models mlp gpt2 --steps 30; done" > "$OUT/emitters.log" 2>&1
+  echo "emitters exit $?" >> "$OUT/emitters.log"
+fi
+
 echo; echo "== numerics"; grep -E '^\||exit' "$OUT/numerics.log" | tail -20
 echo; echo "== kernels"; grep -E '^\||copy bandwidth|exit' "$OUT/kernels.log" | tail -12
 echo; echo "== steady times"; grep -E '^\||exit' "$OUT/compare.log" | tail -30
+[ -f "$OUT/emitters.log" ] && { echo; echo "== C emitter"; grep -E '^\||passed|failed|exit' "$OUT/emitters.log" | tail -14; }
