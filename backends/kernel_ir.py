@@ -182,6 +182,8 @@ def imul(a: IndexExpr, b: IndexExpr) -> IndexExpr:
 
 
 def ifloordiv(a: IndexExpr, b: IndexExpr) -> IndexExpr:
+    if isinstance(b, Const) and b.value == 0:
+        return Const(0)  # only in a space of 0 elements: no point evaluates it (as eval_size)
     if isinstance(b, Const) and b.value == 1:
         return a
     if isinstance(a, Const) and a.value == 0:
@@ -194,6 +196,8 @@ def ifloordiv(a: IndexExpr, b: IndexExpr) -> IndexExpr:
 
 
 def imod(a: IndexExpr, b: IndexExpr) -> IndexExpr:
+    if isinstance(b, Const) and b.value == 0:
+        return Const(0)  # only in a space of 0 elements: no point evaluates it (as eval_size)
     if isinstance(b, Const) and b.value == 1:
         return Const(0)
     if isinstance(a, Const) and a.value == 0:

@@ -401,6 +401,11 @@ def _gather(c: _Ctx, node: fx.Node, p, args) -> TensorValue:
             i = as_index(ids.at(idx[:-1]), weight.shape[0], False)
             return b.cast(weight.at([i, idx[-1]]), c.cd)
         return c.value(emb)
+    if not args[0].shape and p in (aten.gather, aten.index_select):
+        # A 0-d source reads as one element along ``dim`` 0 (or -1), and the only valid index is 0
+        # (ATen checks it): every output element is that element. ``dim % 0`` would divide by zero.
+        src = args[0]
+        return c.value(lambda idx: b.cast(src.at([]), c.cd))
     if p is aten.gather:
         src, dim, index = args[0], args[1], args[2]
         dim %= len(src.shape)

@@ -14,6 +14,8 @@ from agnostic_rt.backends.kernel_ir import (
     Var,
     delinearize,
     iadd,
+    ifloordiv,
+    imod,
     imul,
     linearize,
     render_index,
@@ -106,3 +108,10 @@ def test_render_prints_index_expressions_with_sizes_by_name():
     text = _softmax_ir(4, 100).render()
     assert "((x0 * s0) + r0)" in text and "reduce(v0)" in text
     assert render_index(iadd(Var("x0"), Const(0))) == "x0"
+
+
+def test_a_zero_extent_divides_nothing():
+    # Only a space of 0 elements has a 0 extent: no point is evaluated, so folding must not raise
+    # (the same convention as eval_size).
+    assert imod(Const(5), Const(0)) == Const(0) and ifloordiv(Const(5), Const(0)) == Const(0)
+    assert delinearize(Const(7), [Const(3), Const(0)]) == [Const(0), Const(0)]

@@ -188,3 +188,24 @@ def test_fast_numerics_changes_the_source_but_not_the_result():
     f = next(iter(fast.launchers.values())).kernel.source
     assert "tl.div_rn" in s and "tl.div_rn" not in f
     torch.testing.assert_close(fast(x), strict(x))
+
+
+@pytest.mark.parametrize("op", ["index_select", "gather"])
+def test_a_gather_from_a_0d_source_reads_its_one_element(op, caplog):
+    # ATen reads a 0-d source as one element along dim 0; the lowering took ``dim % src.ndim`` and
+    # divided by zero (40 'trial lowering failed' warnings in a --full conformance run).
+    fn = (lambda x, i: torch.index_select(x, 0, i) * 2) if op == "index_select" else \
+        (lambda x, i: torch.gather(x, 0, i) * 2)
+    for index in (torch.tensor(0), torch.tensor([0])):
+        if op == "gather" and index.dim() == 1:
+            continue  # gather needs index.dim() == src.dim()
+        check(fn, torch.tensor(3.5), index)
+    assert not [r for r in caplog.records if "trial lowering failed" in r.getMessage()]
+
+
+@pytest.mark.parametrize("shape, dim, index", [((5, 3), 0, []), ((0, 3), 1, [1, 2]), ((5, 0), 0, [4, 1])])
+def test_gathers_over_zero_elements_launch_nothing(shape, dim, index, caplog):
+    x, i = _randn(*shape), torch.tensor(index, dtype=torch.long)
+    c = check(lambda a, b: torch.index_select(a, dim, b) + 1, x, i)
+    assert all(ln.xnumel == 0 and ln._launch is None for ln in c.launchers.values())
+    assert not [r for r in caplog.records if "trial lowering failed" in r.getMessage()]
