@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch.fx.experimental.symbolic_shapes import statically_known_true
+from torch.utils._python_dispatch import _disable_current_modes
 
 from .egraph import Barrier, EGraph, ENode
 from .ops import denormalize, fill_template, is_impure_op
@@ -70,6 +71,18 @@ class EData:
         if shape is None or not all(isinstance(s, int) for s in shape):
             return None
         return shape
+
+
+def real_values():
+    """A context in which tensor ops run on real values, whatever dispatch mode the caller is in.
+
+    Constants (folding, attribute values) are real tensors; aot_autograd calls its compilers inside
+    its FakeTensorMode, where a real tensor's ``.item()`` fails and ``torch.full`` makes a fake one.
+
+    >>> with real_values():  # doctest: +SKIP
+    ...     value.item()
+    """
+    return _disable_current_modes()
 
 
 def fake_mode_of(vals: list[Any]):
@@ -157,16 +170,17 @@ class TensorAnalysis:
             return None
         if any(not d.is_tensor or d.val.numel() > _FOLDABLE_MAX_NUMEL for d in child_data):
             return None
-        vals = [torch.full((), d.const, dtype=d.dtype) for d in child_data]
-        args, kwargs = denormalize(op, tuple(fill_template(node.template, vals)))
-        kwargs.pop("device", None)
-        try:
-            out = op(*args, **kwargs)
-        except Exception:
-            return None
-        if isinstance(out, torch.Tensor) and out.numel() == 1:
-            self.folds += 1
-            return out.item()
+        with real_values():
+            vals = [torch.full((), d.const, dtype=d.dtype) for d in child_data]
+            args, kwargs = denormalize(op, tuple(fill_template(node.template, vals)))
+            kwargs.pop("device", None)
+            try:
+                out = op(*args, **kwargs)
+            except Exception:
+                return None
+            if isinstance(out, torch.Tensor) and out.numel() == 1:
+                self.folds += 1
+                return out.item()
         return None
 
     def merge(self, a: EData, b: EData) -> EData:

@@ -23,7 +23,7 @@ import torch
 import torch.fx as fx
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from .analysis import EData, TensorAnalysis, fake_mode_of
+from .analysis import EData, TensorAnalysis, fake_mode_of, real_values
 from .egraph import Barrier, EGraph, ENode
 from .ops import denormalize, fill_template, is_impure_op, is_mutating, normalize, to_template
 
@@ -126,7 +126,8 @@ class FxEGraph:
             value = _get_attr(self.gm, node.target)
             if isinstance(value, torch.Tensor):
                 fake = self.fake_mode.from_tensor(value, static_shapes=True)
-                const = value.item() if value.numel() == 1 and not value.is_meta else None
+                with real_values():  # the caller may be inside a FakeTensorMode (aot_autograd is)
+                    const = value.item() if value.numel() == 1 and not value.is_meta else None
                 data = EData(val=fake, const=const, leaf="constant")
             else:
                 data = EData(val=value, leaf="constant")

@@ -1,0 +1,46 @@
+"""The optimiser on the graphs torch's own ops make (op_db in the conformance suite's op tier): each
+test is one cause of an ``e-graph optimiser failed`` warning found there, on a small graph that
+shows it. The never-raise guard keeps such graphs correct, but unoptimised and with a warning."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+CPU = {"target": "cpu", "eager_fallback": False}
+H100_INTERPRETED = {"target": "h100", "interpret": True}
+
+
+def _compile_and_run(fn, *args, options: dict, caplog: pytest.LogCaptureFixture):
+    """``fn`` compiled with backend="agnostic" and run once; returns (result, the optimiser's warnings)."""
+    with caplog.at_level(logging.WARNING, logger="agnostic_rt.passes"):
+        out = torch.compile(fn, backend="agnostic", options=options)(*args)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "agnostic_rt.passes" and r.levelno >= logging.WARNING]
+    return out, warnings
+
+
+def test_tensor_constant_loads_inside_aot_autograds_fake_mode(caplog):
+    # masked.sum and friends: torch.tensor(0.0) is a get_attr constant, whose value the loader reads
+    # with .item() -- while aot_autograd has its FakeTensorMode active around the compiler.
+    def fn(x, mask):
+        return torch.where(mask, x, torch.tensor(0.0)).sum()
+
+    x, mask = torch.randn(8), torch.rand(8) > 0.5
+    out, warnings = _compile_and_run(fn, x, mask, options=CPU, caplog=caplog)
+    assert warnings == []
+    torch.testing.assert_close(out, fn(x, mask))
+
+
+def test_constant_folding_runs_on_real_values_inside_aot_autograds_fake_mode(caplog):
+    # lerp, logspace, quantile: a pointwise op over a scalar `full` is folded by running it on real
+    # scalars; under the caller's fake mode those were fake, and .item() raised DataDependentOutput.
+    def fn(x):
+        w = torch.full((), 0.4)
+        return x * torch.where(w.abs() >= 0.5, w - 1, w)
+
+    x = torch.randn(4, 4)
+    out, warnings = _compile_and_run(fn, x, options=CPU, caplog=caplog)
+    assert warnings == []
+    torch.testing.assert_close(out, fn(x))
