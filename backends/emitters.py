@@ -28,7 +28,7 @@ import torch
 from agnostic_rt.targets import Target
 
 from .kernel_ir import KernelIR
-from .triton_launch import TuningCache, _restride, device_key
+from .triton_launch import TuningCache, device_key, fit_layouts
 
 log = logging.getLogger("agnostic_rt.emitters")
 
@@ -86,8 +86,9 @@ def c_launcher(ir: KernelIR, target: Target, spec: LaunchSpec, *, numerics: str 
 
 class CLauncher:
     """Runs one C kernel for one group, as KernelLauncher does a Triton one: restrides inputs the
-    kernel was not generated for, allocates outputs, launches; a failing first launch switches the
-    group to its ATen fallback with a warning."""
+    kernel was not generated for (a call with an input no copy can fit, see ``fit_layout``, runs
+    through ATen), allocates outputs, launches; a failing first launch switches the group to its
+    ATen fallback with a warning."""
 
     emitter = "c"
 
@@ -103,7 +104,11 @@ class CLauncher:
         spec = self.spec
         if self._failed:
             return tuple(spec.fallback(*inputs))
-        ins = [t if t.stride() == st else _restride(t, st) for t, st in zip(inputs, spec.in_strides)]
+        ins = fit_layouts(inputs, spec.in_strides)
+        if ins is None:
+            log.debug("C kernel %s (%s): an input layout it cannot read; this call runs through ATen",
+                      self.__name__, ", ".join(spec.ops))
+            return tuple(spec.fallback(*inputs))
         dev = self._device
         if dev is None:
             dev = self._device = next((t.device for t in ins if t.dim() > 0), None) or (

@@ -141,8 +141,10 @@ class KernelLauncher:
     """Runs one generated kernel for one group: allocates outputs, passes sizes, launches.
 
     Everything that depends only on shapes is computed once (grid, size arguments, the bound launch);
-    a call checks input strides, allocates outputs and launches. Anything unexpected at the first
-    launch switches this launcher to ``fallback`` (the group's nodes through ATen) with a warning.
+    a call fits inputs to the strides the kernel was generated for (:func:`fit_layout`), allocates
+    outputs and launches. A call with an input no copy can fit (values that vary along a dim the
+    kernel reads as broadcast) runs through ``fallback`` (the group's nodes in ATen), with a debug
+    line; anything unexpected at the first launch switches the launcher to it for good, with a warning.
     """
 
     def __init__(self, gk: GeneratedKernel, sizes: Sequence[int], in_strides: Sequence[tuple[int, ...]],
@@ -173,7 +175,11 @@ class KernelLauncher:
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self._failed:
             return tuple(self.fallback(*inputs))
-        ins = [t if t.stride() == st else _restride(t, st) for t, st in zip(inputs, self.in_strides)]
+        ins = fit_layouts(inputs, self.in_strides)
+        if ins is None:
+            log.debug("kernel %s (%s): an input layout it cannot read; this call runs through ATen",
+                      self.kernel.name, ", ".join(self.ops))
+            return tuple(self.fallback(*inputs))
         dev = self._device
         if dev is None:
             dev = self._device = next((t.device for t in ins if t.dim() > 0), None) or (
@@ -243,11 +249,53 @@ def _eval_numel(dims, hints: dict[str, int]) -> int:
     return n
 
 
-def _restride(t: torch.Tensor, stride: tuple[int, ...]) -> torch.Tensor:
-    """``t``'s values laid out with ``stride`` (the layout the kernel was generated for)."""
-    out = torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device)
-    out.copy_(t)
+def fit_layout(t: torch.Tensor, stride: Sequence[int]) -> torch.Tensor | None:
+    """``t``'s values in the layout ``stride`` the kernel was generated for, or None where no tensor
+    of that layout can hold them.
+
+    The kernel addresses an input by its generated strides over the dims of extent > 1 (other dims
+    read element 0). ``t`` itself serves when it agrees there; otherwise its values are copied into
+    that layout. A generated stride of 0 (a broadcast input) over extent > 1 reads one element for
+    the whole dim, which holds ``t`` only when ``t`` is broadcast there too (its stride 0): a copy
+    would raise ("more than one element of the written-to tensor refers to a single memory
+    location"), and the caller runs the group through ATen instead. Any other overlapping layout
+    (an ``as_strided`` input) is refused the same way.
+
+    >>> fit_layout(torch.randn(4, 1).expand(4, 5), (1, 0)) is not None     # still broadcast
+    True
+    >>> fit_layout(torch.randn(4, 5), (1, 0)) is None                      # values differ along dim 1
+    True
+    """
+    shape, have = tuple(t.shape), t.stride()
+    if len(stride) != len(shape):
+        return None
+    if t.numel() == 0 or all(n == 1 or a == g for n, a, g in zip(shape, have, stride)):
+        return t
+    broadcast = [d for d, (n, g) in enumerate(zip(shape, stride)) if n > 1 and g == 0]
+    if any(have[d] != 0 for d in broadcast):
+        return None
+    reach = 0  # the layout of the other dims must be one-to-one for a copy to fill it
+    for g, n in sorted((g, n) for n, g in zip(shape, stride) if n > 1 and g != 0):
+        if g <= reach:
+            return None
+        reach += (n - 1) * g
+    src = t
+    for d in broadcast:
+        src = src.narrow(d, 0, 1)
+    out = torch.empty_strided(src.shape, tuple(stride), dtype=t.dtype, device=t.device)
+    out.copy_(src)
+    return out.as_strided(shape, tuple(stride))
+
+
+def fit_layouts(inputs: Sequence[torch.Tensor], strides: Sequence[tuple[int, ...]]) -> list[torch.Tensor] | None:
+    """:func:`fit_layout` for every input; None when one of them cannot take its generated layout."""
+    out = []
+    for t, st in zip(inputs, strides):
+        fitted = fit_layout(t, st)
+        if fitted is None:
+            return None
+        out.append(fitted)
     return out
 
 
-__all__ = ["KernelLauncher", "candidate_configs", "TuningCache", "device_key"]
+__all__ = ["KernelLauncher", "candidate_configs", "TuningCache", "device_key", "fit_layout", "fit_layouts"]

@@ -98,6 +98,23 @@ def test_mlp_training_step_with_c_kernels_passes_the_fp64_rule(tmp_path):
     assert ".cu" in dumped and ".py" not in dumped  # every group ran as C, none as Triton
 
 
+@pytest.mark.skipif(not c_host.available(), reason="needs g++ to run C kernels on the CPU")
+def test_c_launcher_runs_an_input_no_longer_broadcast_through_aten(caplog):
+    # The kernel reads input 0 as broadcast along dim 1 (stride 0); a call whose values vary there
+    # cannot be restrided into that layout (copy_ raised) and runs that call in ATen.
+    caplog.set_level(logging.DEBUG, logger="agnostic_rt.emitters")
+    fn = lambda a, b: torch.exp(a) * b  # noqa: E731
+    program, launchers = _launchers(fn, [torch.randn(6, 1).expand(6, 9), torch.randn(6, 9)], "h100",
+                                    interpret=True, emitter="c")
+    assert all(isinstance(ln, CLauncher) for ln in launchers)
+    for a in (torch.randn(6, 9), torch.randn(1, 1).expand(6, 9)):  # ATen, then the C kernel
+        b = torch.randn(6, 9)
+        got = program(a, b)
+        torch.testing.assert_close(got[0] if isinstance(got, (tuple, list)) else got, fn(a, b))
+    assert len([r for r in caplog.records if "runs through ATen" in r.getMessage()]) == 1
+    assert all(ln._launched and not ln._failed for ln in launchers)
+
+
 def test_c_emitter_without_a_c_compiler_falls_back_to_triton(monkeypatch, caplog):
     monkeypatch.setenv("PATH", os.devnull)  # no g++ on the PATH
     caplog.set_level(logging.DEBUG, logger="agnostic_rt.triton")

@@ -89,3 +89,34 @@ def test_cudagraph_runner_steps_aside_for_cpu_inputs():
     x = torch.randn(4, 5)
     torch.testing.assert_close(runner(x), torch.exp(x) + 1)
     assert runner.disabled and runner.graph is None
+
+
+def _broadcast_kernel():
+    """A kernel generated for an input broadcast along dim 1 (stride 0), and that input."""
+    x = torch.randn(6, 1).expand(6, 9)
+    c = compile_fn(lambda a, b: torch.exp(a) * b, x, torch.randn(6, 9))
+    assert next(iter(c.launchers.values())).in_strides[0] == (1, 0)
+    return c, x
+
+
+def test_an_input_no_longer_broadcast_runs_through_aten_instead_of_raising(caplog):
+    # Restriding a non-broadcast tensor into a stride-0 layout raised from copy_ ("more than one
+    # element of the written-to tensor refers to a single memory location"), before the launcher's
+    # fallback and on every call, so the user's model crashed.
+    c, _ = _broadcast_kernel()
+    caplog.set_level(logging.DEBUG, logger="agnostic_rt.triton_launch")
+    a, b = torch.randn(6, 9), torch.randn(6, 9)
+    for _ in range(2):
+        torch.testing.assert_close(c(a, b), torch.exp(a) * b)
+    assert [r for r in caplog.records if "runs through ATen" in r.getMessage()]
+    assert not c.failed()  # only those calls: the kernel still serves layouts it can read
+
+
+def test_a_differently_broadcast_input_still_runs_the_kernel(caplog):
+    c, _ = _broadcast_kernel()
+    caplog.set_level(logging.DEBUG, logger="agnostic_rt.triton_launch")
+    col = torch.randn(1, 6).t()  # (6, 1) with strides (1, 6), broadcast to (6, 9): strides (1, 0)
+    for a in (col.expand(6, 9), torch.randn(6, 1).expand(6, 9), torch.randn(1, 1).expand(6, 9)):
+        b = torch.randn(6, 9)
+        torch.testing.assert_close(c(a, b), torch.exp(a) * b)
+    assert not [r for r in caplog.records if "runs through ATen" in r.getMessage()]
