@@ -36,7 +36,12 @@ def size_hint(s: Any) -> int:
         hint = s.node.hint
         if hint is not None:
             return int(hint)
-        return int(s.node.shape_env.size_hint(s.node.expr))
+        env = s.node.shape_env
+        # A size with no hint is data-dependent (nonzero's row count); torch >= 2.13 deprecates
+        # size_hint for it in favour of optimization_hint, which takes the fallback itself.
+        if hasattr(env, "optimization_hint"):
+            return int(env.optimization_hint(s.node.expr, fallback=_DEFAULT_HINT))
+        return int(env.size_hint(s.node.expr))
     except Exception:
         return _DEFAULT_HINT
 

@@ -5,6 +5,7 @@ shows it. The never-raise guard keeps such graphs correct, but unoptimised and w
 from __future__ import annotations
 
 import logging
+import warnings
 
 import pytest
 import torch
@@ -43,4 +44,21 @@ def test_constant_folding_runs_on_real_values_inside_aot_autograds_fake_mode(cap
     x = torch.randn(4, 4)
     out, warnings = _compile_and_run(fn, x, options=CPU, caplog=caplog)
     assert warnings == []
+    torch.testing.assert_close(out, fn(x))
+
+
+def test_data_dependent_sizes_are_costed_without_a_deprecation_warning(caplog, monkeypatch):
+    # nonzero's row count is an unbacked size with no hint: the cost model prices it at a default
+    # (torch 2.13's optimization_hint), not through the deprecated ShapeEnv.size_hint and its warning.
+    monkeypatch.setattr(torch._dynamo.config, "capture_dynamic_output_shape_ops", True)
+
+    def fn(x):
+        return torch.nonzero(x > 0).float() * 2 + 1
+
+    x = torch.randn(4, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out, logged = _compile_and_run(fn, x, options=CPU, caplog=caplog)
+    assert logged == []
+    assert [str(w.message) for w in caught if "passes" in w.filename] == []
     torch.testing.assert_close(out, fn(x))
