@@ -2,8 +2,9 @@
 
 Loading: every FX node becomes an e-node (ATen arguments normalised to the schema; identical pure
 nodes land in one class, which is common-subexpression elimination for free). Placeholders and
-attributes are leaves; impure nodes (random, mutating, collective, opaque) become :class:`Barrier`
-e-nodes that no rule can match and no hashcons can merge.
+attributes are leaves; impure nodes (random, mutating, collective, opaque) and data-dependent ones
+(``.item()``, ``nonzero``: each binds its own unbacked sizes) become :class:`Barrier` e-nodes that no
+rule can match and no hashcons can merge.
 
 Emitting: placeholders first, in their original order; then the extraction's choices, depth first
 from a root sequence that keeps every impure node in place relative to the others -- effectful
@@ -25,7 +26,15 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from .analysis import EData, TensorAnalysis, fake_mode_of, real_values
 from .egraph import Barrier, EGraph, ENode
-from .ops import denormalize, fill_template, is_impure_op, is_mutating, normalize, to_template
+from .ops import (
+    denormalize,
+    fill_template,
+    is_data_dependent,
+    is_impure_op,
+    is_mutating,
+    normalize,
+    to_template,
+)
 
 log = logging.getLogger("agnostic_rt.fx_bridge")
 aten = torch.ops.aten
@@ -144,6 +153,10 @@ class FxEGraph:
             impure = is_impure_op(op, full)
         except TypeError:  # an argument we cannot hash (e.g. a tensor constant): keep the node opaque
             template, impure = ("__opaque__", uid), True
+        if is_data_dependent(op):
+            if "val" not in node.meta:
+                raise Unsupported(f"data-dependent {node.format_node()} has no recorded value (meta['val'])")
+            impure = True
         if impure or node.is_impure():
             op = Barrier(op, uid, mutates=is_mutating(node.target))
             if template[:1] == ("__opaque__",):
@@ -220,7 +233,9 @@ class FxEGraph:
                 _same_layout(i.meta.get("val"), o.meta.get("val")) for i, o in zip(inputs, orig_inputs))
         # A node rebuilt over its original inputs has its original value; anything else is re-run on
         # fake values, which also checks it (a view whose input is no longer viewable fails here).
-        val = origin.meta["val"] if faithful else self._fake_run(op, args, kwargs)
+        # A data-dependent op keeps its value: a re-run would bind new unbacked symbols.
+        keep = faithful or (origin is not None and "val" in origin.meta and is_data_dependent(op))
+        val = origin.meta["val"] if keep else self._fake_run(op, args, kwargs)
         if val is _FAILED and op in (aten.view.default, aten._unsafe_view.default):
             op = aten.reshape.default  # the input's layout changed; reshape copies only when it must
             val = self._fake_run(op, args, kwargs)

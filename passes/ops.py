@@ -69,6 +69,16 @@ def is_impure_op(op: Any, args: tuple = ()) -> bool:
     return op not in PURE_CALLABLES
 
 
+def is_data_dependent(op: Any) -> bool:
+    """Ops whose output value or shape comes from their input's data (``.item()``, ``nonzero``,
+    ``masked_select``, ``unique``): each call binds fresh unbacked symbols (u0, u1, ...) that later
+    nodes' sizes and runtime asserts name, so the optimiser keeps every call as it is -- a barrier,
+    never merged with an identical one, with the value FX recorded (never evaluated again).
+    """
+    return isinstance(op, OpOverload) and (torch.Tag.data_dependent_output in op.tags
+                                           or torch.Tag.dynamic_output_shape in op.tags)
+
+
 def normalize(op: Any, args: tuple, kwargs: dict) -> tuple:
     """The full positional argument tuple of an ATen op (schema order, defaults filled in).
 

@@ -62,3 +62,22 @@ def test_data_dependent_sizes_are_costed_without_a_deprecation_warning(caplog, m
     assert logged == []
     assert [str(w.message) for w in caught if "passes" in w.filename] == []
     torch.testing.assert_close(out, fn(x))
+
+
+def test_data_dependent_calls_stay_apart_as_barriers():
+    # Two nonzero(x > 0) are equal, but each binds its own unbacked row count (u0, u1) that its users'
+    # sizes and runtime asserts name: merging them would leave u1 computed by nobody.
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from agnostic_rt.passes.egraph import Barrier
+    from agnostic_rt.passes.fx_bridge import FxEGraph
+
+    def fn(x):
+        return torch.nonzero(x > 0).float() * 2, torch.nonzero(x > 0).float() + 1
+
+    gm = make_fx(fn, tracing_mode="symbolic")(torch.randn(4, 4))
+    fg = FxEGraph(gm)
+    calls = [n for n in gm.graph.nodes if n.target is torch.ops.aten.nonzero.default]
+    classes = {fg.eg.find(fg.node_class[n]) for n in calls}
+    assert len(calls) == 2 and len(classes) == 2
+    assert all(isinstance(fg.fx_enode[n].op, Barrier) for n in calls)
