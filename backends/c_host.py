@@ -93,6 +93,9 @@ inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 
 #define __fdividef(a, b) ((a) / (b))
 inline float rsqrtf(float a) { return 1.0f / sqrtf(a); }
 
+// Fibers switch only at barriers, so a read-modify-write between two is atomic.
+template <typename T> inline T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
+
 static void ag_trampoline() { ag_body(); ag_fibers[ag_current].done = true; }
 
 template <typename F> void ag_run_grid(int grid, int block, F kernel) {

@@ -616,6 +616,10 @@ class _KernelWriter:
     def store(self, depth: int, st) -> None:
         buf = self.ir.buffers[st.buffer]
         val = self.ops.store_value(f"v{st.value}", self.ir.ops[st.value].dtype, buf.dtype)
+        if st.accumulate:  # threads may hit one element; the result is unused, so a RED on NVIDIA
+            guard = "" if st.mask is None else f"if (v{st.mask}) "
+            self.emit(depth, f"{guard}atomicAdd(&{st.buffer}[{index_c(st.index)}], {val});")
+            return
         self.emit(depth, f"{st.buffer}[{index_c(st.index)}] = {val};")
 
     def deps(self, i: int) -> list[int]:

@@ -28,7 +28,7 @@ import torch
 from agnostic_rt.targets import Target
 
 from .kernel_ir import KernelIR
-from .triton_launch import TuningCache, device_key, fit_layouts
+from .triton_launch import TuningCache, device_key, fit_layouts, init_outputs
 
 log = logging.getLogger("agnostic_rt.emitters")
 
@@ -114,6 +114,7 @@ class CLauncher:
             dev = self._device = next((t.device for t in ins if t.dim() > 0), None) or (
                 ins[0].device if ins else torch.device("cpu"))
         outs = [torch.empty_strided(shape, stride, dtype=dt, device=dev) for shape, stride, dt in spec.out_specs]
+        init_outputs(self.ir, ins, outs)
         if self._launched:
             self.kernel(ins, outs, self.sizes)
             return tuple(outs)

@@ -38,6 +38,12 @@ Contract for emitters (Triton today, the C family next):
   In a pointwise kernel (no ``rdims``) every op is in space "x".
 * Stores of space "xr" values write inside the r loop, after every reduction they depend on is
   complete (a looped emitter runs one r loop per reduction *phase*, see :meth:`KernelIR.phase_of`).
+* A store with ``accumulate`` adds its value atomically (``buffer[index] += value``; several points
+  may hit one element: a scatter-add such as the embedding backward's ``index_put(accumulate=True)``)
+  and writes only where its ``mask`` op (bool) is true. Such stores occur in pointwise kernels only,
+  in :data:`ATOMIC_DTYPES`, and their output's :attr:`BufferArg.init` says what the launcher puts in
+  the buffer before the launch (a constant, or a copy of an input): the kernel itself never writes
+  the elements no point hits. The order of the additions is unspecified (not bitwise reproducible).
 
 Build one with :class:`KernelBuilder`; :meth:`KernelIR.verify` checks the invariants above and
 :meth:`KernelIR.render` prints a readable listing (the debug dump shows it next to the source).
@@ -53,7 +59,7 @@ from typing import Any
 __all__ = [
     "DTYPES", "FLOAT_DTYPES", "SCALAR_OPS", "REDUCTIONS", "REDUCTION_IDENTITY", "Var", "Const", "Size",
     "Bin", "IndirectIndex", "IndexExpr", "BufferArg", "SizeArg", "Op", "Store", "KernelIR", "KernelBuilder",
-    "compute_dtype", "eval_size", "index_vars", "render_index", "iadd", "imul", "ifloordiv", "imod", "linearize",
+    "ATOMIC_DTYPES", "compute_dtype", "eval_size", "index_vars", "render_index", "iadd", "imul", "ifloordiv", "imod", "linearize",
     "delinearize",
 ]
 
@@ -63,6 +69,9 @@ __all__ = [
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 FLOAT_DTYPES = frozenset({"float32", "float16", "bfloat16", "float64"})
 INT_DTYPES = frozenset({"int64", "int32", "int16", "int8", "uint8"})
+#: Buffer dtypes an accumulating (atomic) store may target: every emitter has a native atomic add for
+#: them (Triton's tl.atomic_add, CUDA's and HIP's atomicAdd). Half types would need an fp32 buffer.
+ATOMIC_DTYPES = frozenset({"float32"})
 
 
 def compute_dtype(dtype: str) -> str:
@@ -284,10 +293,15 @@ def render_index(expr: IndexExpr, leaf=None) -> str:
 
 @dataclass(frozen=True)
 class BufferArg:
-    """A pointer argument: ``name`` in the kernel signature, element ``dtype`` in memory."""
+    """A pointer argument: ``name`` in the kernel signature, element ``dtype`` in memory.
+
+    ``init`` (outputs written by accumulating stores only): what the launcher fills the buffer with
+    before the launch: a Python number, or the name of an input copied in (same shape and dtype).
+    """
 
     name: str
     dtype: str
+    init: Any = None
 
 
 @dataclass(frozen=True)
@@ -312,11 +326,14 @@ class Op:
 
 @dataclass(frozen=True)
 class Store:
-    """``buffer[index] = cast(ops[value], buffer.dtype)``, for every point of the value's space."""
+    """``buffer[index] = cast(ops[value], buffer.dtype)``, for every point of the value's space;
+    with ``accumulate``, ``buffer[index] += ...`` atomically, where op ``mask`` (if any) is true."""
 
     buffer: str
     index: IndexExpr
     value: int
+    accumulate: bool = False
+    mask: int | None = None
 
 
 @dataclass
@@ -416,6 +433,16 @@ class KernelIR:
         for st in self.stores:
             if st.buffer not in outs:
                 raise ValueError(f"{self.name}: store to {st.buffer!r}, not an output")
+            buf = bufs[st.buffer]
+            if st.accumulate != (buf.init is not None):
+                raise ValueError(f"{self.name}: output {st.buffer!r} needs an init exactly when its store accumulates")
+            if st.accumulate and (self.rdims or buf.dtype not in ATOMIC_DTYPES):
+                raise ValueError(f"{self.name}: accumulating store to {buf.dtype} {st.buffer!r}; only pointwise "
+                                 f"kernels accumulate, into {sorted(ATOMIC_DTYPES)}")
+            if isinstance(buf.init, str) and buf.init not in {b.name for b in self.inputs}:
+                raise ValueError(f"{self.name}: output {st.buffer!r} is initialised from {buf.init!r}, not an input")
+            if st.mask is not None and (not st.accumulate or self.ops[st.mask].dtype != "bool"):
+                raise ValueError(f"{self.name}: store mask v{st.mask} must be a bool on an accumulating store")
             if not index_vars(st.index) <= xvars | rvars:
                 raise ValueError(f"{self.name}: store index {render_index(st.index)} uses unknown names")
             if self.ops[st.value].space == "x" and index_vars(st.index) & rvars:
@@ -428,7 +455,8 @@ class KernelIR:
         lines = [
             f"kernel {self.name}",
             "  inputs:  " + ", ".join(f"{b.name}: {b.dtype}" for b in self.inputs),
-            "  outputs: " + ", ".join(f"{b.name}: {b.dtype}" for b in self.outputs),
+            "  outputs: " + ", ".join(f"{b.name}: {b.dtype}" + ("" if b.init is None else f" = {b.init!r} before")
+                                      for b in self.outputs),
             "  sizes:   " + ", ".join(f"{s.name}={s.hint}" for s in self.sizes),
             "  x dims:  " + ", ".join(render_index(d) for d in self.xdims),
             "  r dims:  " + (", ".join(render_index(d) for d in self.rdims) or "-"),
@@ -438,7 +466,9 @@ class KernelIR:
             args = ", ".join(f"v{a}" for a in op.args)
             lines.append(f"  v{i}: {op.dtype} [{op.space}] = {op.op}({args}) {attrs if attrs else ''}".rstrip())
         for st in self.stores:
-            lines.append(f"  store {st.buffer}[{render_index(st.index)}] = v{st.value}")
+            where = "" if st.mask is None else f" where v{st.mask}"
+            lines.append(f"  store {st.buffer}[{render_index(st.index)}] {'+=' if st.accumulate else '='} "
+                         f"v{st.value}{where}")
         return "\n".join(lines)
 
     def fingerprint(self) -> str:
@@ -486,8 +516,8 @@ class KernelBuilder:
         self.inputs.append(BufferArg(name, dtype))
         return name
 
-    def output(self, name: str, dtype: str) -> str:
-        self.outputs.append(BufferArg(name, dtype))
+    def output(self, name: str, dtype: str, init: Any = None) -> str:
+        self.outputs.append(BufferArg(name, dtype, init))
         return name
 
     def size(self, key: Any, hint: int, prefix: str = "s") -> IndexExpr:
@@ -548,8 +578,9 @@ class KernelBuilder:
     def reduce(self, kind: str, a: int, dtype: str) -> int:
         return self._add("reduce", (a,), dtype, kind=kind)
 
-    def store(self, buffer: str, index: IndexExpr, value: int) -> None:
-        self.stores.append(Store(buffer, index, value))
+    def store(self, buffer: str, index: IndexExpr, value: int, accumulate: bool = False,
+              mask: int | None = None) -> None:
+        self.stores.append(Store(buffer, index, value, accumulate, mask))
 
     def build(self, xdims: Sequence[IndexExpr], rdims: Sequence[IndexExpr]) -> KernelIR:
         """The kernel, without ops no store depends on (the lowering may create a few)."""
@@ -562,6 +593,7 @@ class KernelBuilder:
 def _dead_ops_removed(ops: list[Op], stores: list[Store]) -> tuple[list[Op], list[Store]]:
     live: set[int] = set()
     stack = [st.value for st in stores] + [j for st in stores for j in index_ops(st.index)]
+    stack += [st.mask for st in stores if st.mask is not None]
     while stack:
         j = stack.pop()
         if j in live:
@@ -586,7 +618,8 @@ def _dead_ops_removed(ops: list[Op], stores: list[Store]) -> tuple[list[Op], lis
         if "index" in attrs:
             attrs["index"] = re(attrs["index"])
         new_ops.append(Op(op.op, tuple(remap[a] for a in op.args), op.dtype, attrs, op.space))
-    return new_ops, [Store(st.buffer, re(st.index), remap[st.value]) for st in stores]
+    return new_ops, [Store(st.buffer, re(st.index), remap[st.value], st.accumulate,
+                           None if st.mask is None else remap[st.mask]) for st in stores]
 
 
 def _hashable(v: Any) -> Any:

@@ -15,6 +15,7 @@ from .lowering import (
     _COMPARE,
     _FLOAT_UNARY,
     _UNARY,
+    ScatterValue,
     TensorValue,
     Unsupported,
     _ints,
@@ -436,4 +437,49 @@ def _gather(c: _Ctx, node: fx.Node, p, args) -> TensorValue:
     return c.value(index_fn)
 
 
-__all__ = ["lower_op", "broadcast_index", "iadd"]
+def lower_scatter(low, node: fx.Node) -> ScatterValue:
+    """``index_put(dest, indices, values, accumulate=True)`` (one index tensor, at dim ``k``) or
+    ``scatter_add(dest, dim, index, src)`` as accumulating stores over the points of the source.
+
+    An index outside ``[0, size)`` (after wrapping negative ones, which index_put accepts) adds
+    nothing: ATen raises there, and a generated kernel must never write outside its output.
+    """
+    b, p = low.b, packet_of(node)
+    out = node.meta["val"]
+    dshape, cd = _ints(out.shape), compute_dtype(dtype_name(out.dtype))
+
+    def position(v: int, size: int, wrap: bool) -> tuple[IndexExpr, int]:
+        v = b.cast(v, "int64")
+        n = b.size_value(low_const(low, size))
+        if wrap:
+            neg = b.binary("lt", v, b.const(0, "int64"), "bool")
+            v = b.where(neg, b.binary("add", v, n, "int64"), v, "int64")
+        inside = b.binary("logical_and", b.binary("ge", v, b.const(0, "int64"), "bool"),
+                          b.binary("lt", v, n, "bool"), "bool")
+        return IndirectIndex(v), inside
+
+    if p is aten.scatter_add:
+        dim, index, src = node.args[1] % max(len(dshape), 1), low._arg(node.args[2]), low._arg(node.args[3])
+        if not isinstance(index, TensorValue) or not isinstance(src, TensorValue) or not dshape:
+            raise Unsupported("scatter_add of a 0-d tensor or a non-tensor")
+
+        def scat(idx):
+            pos, inside = position(index.at(idx), dshape[dim], False)
+            return idx[:dim] + [pos] + idx[dim + 1:], b.cast(src.at(idx), cd), inside
+        return ScatterValue(dshape, dtype_name(out.dtype), tuple(index.shape), node.args[0], scat)
+    indices, values = low._arg(node.args[1]), low._arg(node.args[2])
+    k = next(i for i, t in enumerate(indices) if t is not None)
+    ix = indices[k]
+    if not isinstance(ix, TensorValue) or not isinstance(values, TensorValue) or ix.dtype == "bool":
+        raise Unsupported("index_put with a boolean mask or non-tensor values")
+    n = len(ix.shape)
+    points = dshape[:k] + tuple(ix.shape) + dshape[k + 1:]
+
+    def put(idx):
+        pos, inside = position(ix.at(idx[k:k + n]), dshape[k], True)
+        v = b.cast(values.at(broadcast_index(idx, points, values.shape)), cd)
+        return idx[:k] + [pos] + idx[k + n:], v, inside
+    return ScatterValue(dshape, dtype_name(out.dtype), points, node.args[0], put)
+
+
+__all__ = ["lower_op", "lower_scatter", "broadcast_index", "iadd"]

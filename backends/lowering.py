@@ -105,6 +105,22 @@ class TensorValue:
         return self.fn(list(idx))
 
 
+@dataclass
+class ScatterValue:
+    """A scatter-add's result: ``dest`` plus, at every point ``p`` of ``points``, a value added at a
+    position that depends on the data. ``fn(p)`` -> (destination index, value op, mask op or None).
+    Not readable inside its kernel (every point must have added first)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    points: tuple[int, ...]
+    dest: fx.Node
+    fn: Callable[[list[IndexExpr]], tuple[list[IndexExpr], int, int | None]]
+
+    def at(self, idx: Sequence[IndexExpr]) -> tuple[list[IndexExpr], int, int | None]:
+        return self.fn(list(idx))
+
+
 # ------------------------------------------------------------------------------------- op tables
 
 _UNARY = {
@@ -141,9 +157,14 @@ _MISC = {aten.where, aten.clamp, aten.clamp_min, aten.clamp_max, aten.relu, aten
          aten.threshold_backward, aten.hardtanh, aten.leaky_relu, aten.masked_fill, aten.lerp, aten.addcmul,
          aten.addcdiv, aten.sigmoid_backward, aten.tanh_backward, aten.gelu_backward, operator.getitem}
 
+#: Scatter-adds: accumulating (atomic) stores over the points of their source (see lower_ops).
+_SCATTER = {aten.index_put, aten.scatter_add}
+_FILLS = {aten.full: 1, aten.full_like: 1, aten.zeros: None, aten.zeros_like: None, aten.new_zeros: None}
+
 #: Every op packet the lowering knows (the partitioner groups only these).
-LOWERABLE = frozenset(set(_UNARY) | set(_BINARY) | set(_REDUCE) | _VIEWS | _COPIES | _SOURCES | _MISC)
+LOWERABLE = frozenset(set(_UNARY) | set(_BINARY) | set(_REDUCE) | _VIEWS | _COPIES | _SOURCES | _MISC | _SCATTER)
 REDUCTION_OPS = frozenset(_REDUCE)
+SCATTER_OPS = frozenset(_SCATTER)
 VIEW_OPS = frozenset(_VIEWS | {operator.getitem})
 
 
@@ -167,7 +188,50 @@ def is_lowerable(node: fx.Node) -> bool:
             return False
     if packet_of(node) is aten.index and len([i for i in node.args[1] if i is not None]) != 1:
         return False
+    if packet_of(node) in _SCATTER:
+        return _scatter_lowerable(node)
     return True
+
+
+def _scatter_lowerable(node: fx.Node) -> bool:
+    """index_put(accumulate=True) with one index tensor, and scatter_add, into ATOMIC_DTYPES.
+
+    Under ``torch.use_deterministic_algorithms(True)`` they stay in ATen: atomic float additions
+    land in a different order on every run, and ATen's kernels (sorting on CUDA) are reproducible.
+    Dynamo guards on that flag, so a compiled graph never outlives the setting it was made under.
+    """
+    from .kernel_ir import ATOMIC_DTYPES
+
+    if torch.are_deterministic_algorithms_enabled():
+        return False
+    if dtype_name(_meta(node).dtype) not in ATOMIC_DTYPES:
+        return False
+    if packet_of(node) is aten.index_put:
+        accumulate = node.args[3] if len(node.args) > 3 else node.kwargs.get("accumulate", False)
+        indices = [i for i in node.args[1] if i is not None]
+        return bool(accumulate) and len(indices) == 1 and _meta(indices[0]).dtype in (torch.int64, torch.int32)
+    return True
+
+
+def scatter_space(node: fx.Node) -> int | None:
+    """How many points a scatter-add iterates over (its source's), or None for any other node."""
+    p = packet_of(node)
+    if p is aten.scatter_add:
+        return math.prod(_ints(_meta(node.args[2]).shape))
+    if p is aten.index_put:
+        k = next(i for i, t in enumerate(node.args[1]) if t is not None)
+        shape = _ints(_meta(node).shape)
+        return math.prod(shape[:k] + _ints(_meta(node.args[1][k]).shape) + shape[k + 1:])
+    return None
+
+
+def fill_value(node) -> bool | int | float | None:
+    """The constant a fill node (``full``, ``zeros``, ...) writes everywhere; None for anything else."""
+    if not isinstance(node, fx.Node) or node.op != "call_function" or packet_of(node) not in _FILLS:
+        return None
+    pos = _FILLS[packet_of(node)]
+    value = 0 if pos is None else (node.args[pos] if len(node.args) > pos else node.kwargs.get("fill_value"))
+    return value if isinstance(value, (bool, int, float)) else None
 
 
 def reduction_space(node: fx.Node) -> tuple[int, int] | None:
@@ -225,6 +289,7 @@ class GroupLowering:
         self.input_nodes = list(inputs)
         self.output_nodes = list(outputs)
         self.input_strides: list[tuple[int, ...]] = []
+        self.input_names: dict[fx.Node, str] = {}
         self.space: tuple | None = None  # (full input shape, reduced dims) of the first reduction
 
     # -- sizes
@@ -240,14 +305,19 @@ class GroupLowering:
                 continue  # a size (SymInt) argument of a view: the lowering reads sizes from metadata
             val = _meta(node)
             dt = dtype_name(val.dtype)
-            name = self.b.input(f"in{i}", dt)
+            name = self.input_names[node] = self.b.input(f"in{i}", dt)
             strides = _ints(val.stride())
             self.input_strides.append(strides)
             self.values[node] = self._buffer_value(name, _ints(val.shape), strides, dt)
         for node in self.nodes:
             self.values[node] = self._lower_node(node)
         first_red = next((n for n in self.nodes if packet_of(n) in REDUCTION_OPS), None)
-        if first_red is not None:
+        first_scatter = next((n for n in self.nodes if packet_of(n) in SCATTER_OPS), None)
+        if first_red is not None and first_scatter is not None:
+            raise Unfusable("a scatter-add and a reduction in one kernel")
+        if first_scatter is not None:  # a scatter-add runs over the points of its source
+            xshape, rshape = list(self.values[first_scatter].points), []
+        elif first_red is not None:
             shape, dims = _reduce_dims(first_red)
             self.space = (shape, dims)
             xshape = [s for d, s in enumerate(shape) if d not in dims]
@@ -259,9 +329,12 @@ class GroupLowering:
         self.rvars = [Var(f"r{i}") for i in range(len(rshape))]
         for k, node in enumerate(self.output_nodes):
             val = _meta(node)
-            buf = self.b.output(f"out{k}", dtype_name(val.dtype))
             shape, strides = _ints(val.shape), _ints(val.stride())
             value = self.values[node]
+            if isinstance(value, ScatterValue):
+                self._store_scatter(f"out{k}", value, dtype_name(val.dtype), shape, strides)
+                continue
+            buf = self.b.output(f"out{k}", dtype_name(val.dtype))
             if not isinstance(value, TensorValue):
                 raise Unsupported(f"output {node} is not a tensor value")
             idx = self._output_index(shape)
@@ -272,6 +345,24 @@ class GroupLowering:
                     addr = iadd(addr, imul(i, self.sz(st)))
             self.b.store(buf, addr, v)
         return self.b.build([self.sz(s) for s in xshape], [self.sz(s) for s in rshape])
+
+    def _store_scatter(self, name: str, value: ScatterValue, dtype: str, shape, strides) -> None:
+        """The accumulating store of a scatter-add; its destination becomes the output's ``init``."""
+        if tuple(value.points) != self.xshape:
+            raise Unfusable(f"a scatter over {value.points} in a kernel over {self.xshape}")
+        if value.dest in self.input_names:
+            init = self.input_names[value.dest]
+        elif value.dest in self.inside and fill_value(value.dest) is not None:
+            init = fill_value(value.dest)  # the launcher fills the output; no kernel writes the zeros
+        else:  # all of it would have to be written before any point adds: a grid-wide barrier
+            raise Unfusable("a scatter-add into a value computed in the same kernel")
+        buf = self.b.output(name, dtype, init=init)
+        dest_idx, v, mask = value.at(list(self.xvars))
+        addr: IndexExpr = Const(0)
+        for i, st, s in zip(dest_idx, strides, shape):
+            if s != 1:
+                addr = iadd(addr, imul(i, self.sz(st)))
+        self.b.store(buf, addr, v, accumulate=True, mask=mask)
 
     def _output_index(self, shape: tuple[int, ...]) -> list[IndexExpr]:
         n = math.prod(shape)
@@ -330,6 +421,8 @@ class GroupLowering:
         if isinstance(a, fx.Node):
             if a not in self.values:
                 raise Unsupported(f"{a} is neither an input nor in the group")
+            if isinstance(self.values[a], ScatterValue):
+                raise Unfusable(f"{a} (a scatter-add) is complete only when its kernel is")
             return self.values[a]
         return a
 
@@ -343,6 +436,9 @@ class GroupLowering:
                 raise Unsupported("getitem of a non-tuple")
             return seq[node.args[1]]
         out = node.meta.get("val")
+        if p in _SCATTER:
+            from .lower_ops import lower_scatter
+            return lower_scatter(self, node)
         if p in _REDUCE:
             return self._reduction(node, _REDUCE[p])
         if p in _VIEWS:
@@ -598,6 +694,6 @@ def lower_group(nodes: Sequence[fx.Node], inputs: Sequence[fx.Node], outputs: Se
     return GroupLowering(nodes, inputs, outputs, name).lower()
 
 
-__all__ = ["GroupLowering", "TensorValue", "Unsupported", "Unfusable", "lower_group", "LOWERABLE",
+__all__ = ["GroupLowering", "TensorValue", "ScatterValue", "SCATTER_OPS", "scatter_space", "fill_value", "Unsupported", "Unfusable", "lower_group", "LOWERABLE",
            "REDUCTION_OPS", "VIEW_OPS", "is_lowerable", "reduction_space", "numel_of", "packet_of",
            "dtype_name", "IndirectIndex", "is_symbolic"]

@@ -344,6 +344,9 @@ class TritonEmitter:
                 value = f"{value}.to({TL_DTYPE[buf_dt]})"
         if self.red and space == "xr" and val.space == "x":
             value = f"({value} + tl.full([XBLOCK, RBLOCK], 0, {TL_DTYPE[buf_dt]}))"
+        if st.accumulate:  # lanes may hit one element: relaxed atomics (only the sum's order varies)
+            mask = self.mask_of(space) + ("" if st.mask is None else f" & v{st.mask}")
+            return f"tl.atomic_add({st.buffer} + {self.pad(st.index, space)}, {value}, {mask}, sem=\"relaxed\")"
         return f"tl.store({st.buffer} + {self.pad(st.index, space)}, {value}, {self.mask_of(space)})"
 
     def reduce_persistent(self, i: int) -> str:

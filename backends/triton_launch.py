@@ -185,12 +185,14 @@ class KernelLauncher:
             dev = self._device = next((t.device for t in ins if t.dim() > 0), None) or (
                 ins[0].device if ins else torch.device("cpu"))
         outs = [torch.empty_strided(shape, stride, dtype=dt, device=dev) for shape, stride, dt in self.out_specs]
+        init_outputs(self.kernel.ir, ins, outs)
         if self.xnumel == 0:
             return tuple(outs)
         launch = self._launch
         if launch is None:
             try:
                 launch = self._launch = self._prepare(ins, outs, dev)
+                init_outputs(self.kernel.ir, ins, outs)  # autotuning launched into them, adding to them
                 launch(*ins, *outs, *self.sizes)
             except Exception as e:
                 log.warning("kernel %s (%s) failed at its first launch; its ops run through ATen: %s",
@@ -287,6 +289,18 @@ def fit_layout(t: torch.Tensor, stride: Sequence[int]) -> torch.Tensor | None:
     return out.as_strided(shape, tuple(stride))
 
 
+def init_outputs(ir, ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> None:
+    """Fill the outputs the kernel only adds into (``BufferArg.init``: a constant or an input's copy)."""
+    names = [b.name for b in ir.inputs]
+    for buf, out in zip(ir.outputs, outs):
+        if buf.init is None:
+            continue
+        if isinstance(buf.init, str):
+            out.copy_(ins[names.index(buf.init)])
+        else:
+            out.fill_(buf.init)
+
+
 def fit_layouts(inputs: Sequence[torch.Tensor], strides: Sequence[tuple[int, ...]]) -> list[torch.Tensor] | None:
     """:func:`fit_layout` for every input; None when one of them cannot take its generated layout."""
     out = []
@@ -298,4 +312,5 @@ def fit_layouts(inputs: Sequence[torch.Tensor], strides: Sequence[tuple[int, ...
     return out
 
 
-__all__ = ["KernelLauncher", "candidate_configs", "TuningCache", "device_key", "fit_layout", "fit_layouts"]
+__all__ = ["KernelLauncher", "candidate_configs", "TuningCache", "device_key", "fit_layout", "fit_layouts",
+           "init_outputs"]

@@ -12,6 +12,12 @@ order: a node joins the group of one of its producers when
 * the lowering accepts the grown group (a trial lowering; it rejects e.g. a row result read at
   another row).
 
+A scatter-add (``index_put(accumulate=True)``, ``scatter_add``: atomic adds) is a kernel root over
+the points of its source, space ``("s", n)``: it joins the pointwise group that computes its values
+(``("p", n)``), and nothing joins its group afterwards, since a consumer of the destination needs
+every point's addition done (a grid-wide barrier). A constant fill (``full``/``zeros``) that only
+the scatter reads is folded into its group: the launcher fills the output, no kernel writes it.
+
 Matmul, convolution and attention go to the vendor library through ATen; random, in-place and
 unknown ops run through ATen node by node (logged at debug level with the op name). Views left
 outside every kernel stay ATen views (metadata only, no copy).
@@ -120,6 +126,9 @@ class FusionPartitioner:
         return self.low.is_lowerable(node)
 
     def node_space(self, node: fx.Node):
+        points = self.low.scatter_space(node)
+        if points is not None:
+            return ("s", points)
         red = self.low.reduction_space(node)
         if red is not None:
             return ("r", *red)
@@ -133,6 +142,8 @@ class FusionPartitioner:
         """The group's space with the node in it, or None when they do not fit one kernel."""
         if node_space is None:
             return group_space
+        if group_space[0] == "s" or node_space[0] == "s":  # a scatter closes its group
+            return node_space if node_space == ("s", group_space[1]) and group_space[0] != "r" else None
         if group_space[0] == "p" and node_space[0] == "p":
             return group_space if group_space[1] == node_space[1] else None
         if group_space[0] == "p":  # a reduction joins a pointwise group of full rows
@@ -214,7 +225,10 @@ class FusionPartitioner:
             h = self.gid.get(i)
             if h is None or h == g or h not in self.members:
                 continue
-            if self.space[h] != self.space[g] or self.merge_creates_cycle(g, h):
+            gs, hs = self.space[g], self.space[h]
+            # A scatter-add's group takes the pointwise groups over its points (its values).
+            sibling = hs == gs or (gs[0] == "s" and hs == ("p", gs[1]))
+            if not sibling or self.merge_creates_cycle(g, h):
                 continue
             union = sorted(self.members[g] + self.members[h], key=self.order.__getitem__)
             if not self.trial(union):
@@ -224,6 +238,23 @@ class FusionPartitioner:
             self.members[g] = union
             del self.space[h]
             nx.contracted_nodes(self.units, ("g", g), ("g", h), self_loops=False, copy=False)
+        if self.low.scatter_space(node) is not None:
+            self.absorb_fill(node, g)
+
+    def absorb_fill(self, node: fx.Node, g: int) -> None:
+        """Fold the constant fill a scatter-add adds into (read by nothing else) into its group."""
+        dest = node.args[0]
+        h = self.gid.get(dest)
+        if self.low.fill_value(dest) is None or len(dest.users) != 1 or h is None or h == g \
+                or self.members.get(h) != [dest]:
+            return
+        union = sorted(self.members[g] + [dest], key=self.order.__getitem__)
+        if not self.trial(union):
+            return
+        self.gid[dest] = g
+        self.members[g] = union
+        del self.members[h], self.space[h]
+        nx.contracted_nodes(self.units, ("g", g), ("g", h), self_loops=False, copy=False)
 
     def merge_creates_cycle(self, g: int, h: int) -> bool:
         """Whether contracting groups g and h closes a cycle: a path between them through a third unit."""

@@ -9,6 +9,7 @@ import pytest
 from agnostic_rt.backends.kernel_ir import (
     SCALAR_OPS,
     Const,
+    IndirectIndex,
     KernelBuilder,
     Size,
     Var,
@@ -115,3 +116,28 @@ def test_a_zero_extent_divides_nothing():
     # (the same convention as eval_size).
     assert imod(Const(5), Const(0)) == Const(0) and ifloordiv(Const(5), Const(0)) == Const(0)
     assert delinearize(Const(7), [Const(3), Const(0)]) == [Const(0), Const(0)]
+
+
+def _scatter_builder(init, dtype: str = "float32"):
+    b = KernelBuilder("scatter")
+    ids, vals = b.input("in0", "int64"), b.input("in1", dtype)
+    pos = b.load(ids, Var("x0"))
+    out = b.output("out0", dtype, init=init)
+    b.store(out, imul(IndirectIndex(pos), Size("s0")), b.load(vals, Var("x0")), accumulate=True,
+            mask=b.binary("ge", pos, b.const(0, "int64"), "bool"))
+    return b
+
+
+def test_an_accumulating_store_renders_as_an_add_into_an_initialised_output():
+    b = _scatter_builder(0.0)
+    b.size("s0", 7)
+    text = b.build([b.size("n", 9)], []).render()
+    assert "out0: float32 = 0.0 before" in text and "store out0[(v0 * s0)] += v1 where v3" in text
+
+
+@pytest.mark.parametrize("init, dtype", [(None, "float32"), ("in5", "float32"), (0.0, "float16")])
+def test_verify_rejects_an_accumulating_store_without_a_valid_init_or_atomic_dtype(init, dtype):
+    b = _scatter_builder(init, dtype)
+    b.size("s0", 7)
+    with pytest.raises(ValueError, match="init|accumulat"):
+        b.build([b.size("n", 9)], [])
