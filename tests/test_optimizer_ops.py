@@ -47,16 +47,17 @@ def test_constant_folding_runs_on_real_values_inside_aot_autograds_fake_mode(cap
     torch.testing.assert_close(out, fn(x))
 
 
-def test_data_dependent_sizes_are_costed_without_a_deprecation_warning(caplog, monkeypatch):
+def test_data_dependent_sizes_are_costed_without_a_deprecation_warning(caplog):
     # nonzero's row count is an unbacked size with no hint: the cost model prices it at a default
     # (torch 2.13's optimization_hint), not through the deprecated ShapeEnv.size_hint and its warning.
-    monkeypatch.setattr(torch._dynamo.config, "capture_dynamic_output_shape_ops", True)
-
+    # config.patch, not monkeypatch: pytest >= 9.2 restores a module attribute missing from its
+    # __dict__ by deleting it, which hides a torch config entry for every later test.
     def fn(x):
         return torch.nonzero(x > 0).float() * 2 + 1
 
     x = torch.randn(4, 4)
-    with warnings.catch_warnings(record=True) as caught:
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True), \
+            warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out, logged = _compile_and_run(fn, x, options=CPU, caplog=caplog)
     assert logged == []
