@@ -28,7 +28,7 @@ import torch
 from agnostic_rt.targets import Target
 
 from .kernel_ir import KernelIR
-from .triton_launch import TuningCache, device_key, fit_layouts, init_outputs
+from .triton_launch import TuningCache, device_key, stage_call
 
 log = logging.getLogger("agnostic_rt.emitters")
 
@@ -104,17 +104,12 @@ class CLauncher:
         spec = self.spec
         if self._failed:
             return tuple(spec.fallback(*inputs))
-        ins = fit_layouts(inputs, spec.in_strides)
-        if ins is None:
+        staged = stage_call(inputs, spec.in_strides, spec.out_specs, self.ir, self._device)
+        if staged is None:
             log.debug("C kernel %s (%s): an input layout it cannot read; this call runs through ATen",
                       self.__name__, ", ".join(spec.ops))
             return tuple(spec.fallback(*inputs))
-        dev = self._device
-        if dev is None:
-            dev = self._device = next((t.device for t in ins if t.dim() > 0), None) or (
-                ins[0].device if ins else torch.device("cpu"))
-        outs = [torch.empty_strided(shape, stride, dtype=dt, device=dev) for shape, stride, dt in spec.out_specs]
-        init_outputs(self.ir, ins, outs)
+        ins, outs, self._device = staged
         if self._launched:
             self.kernel(ins, outs, self.sizes)
             return tuple(outs)

@@ -175,17 +175,13 @@ class KernelLauncher:
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self._failed:
             return tuple(self.fallback(*inputs))
-        ins = fit_layouts(inputs, self.in_strides)
-        if ins is None:
+        staged = stage_call(inputs, self.in_strides, self.out_specs, self.kernel.ir, self._device)
+        if staged is None:
             log.debug("kernel %s (%s): an input layout it cannot read; this call runs through ATen",
                       self.kernel.name, ", ".join(self.ops))
             return tuple(self.fallback(*inputs))
-        dev = self._device
-        if dev is None:
-            dev = self._device = next((t.device for t in ins if t.dim() > 0), None) or (
-                ins[0].device if ins else torch.device("cpu"))
-        outs = [torch.empty_strided(shape, stride, dtype=dt, device=dev) for shape, stride, dt in self.out_specs]
-        init_outputs(self.kernel.ir, ins, outs)
+        ins, outs, dev = staged
+        self._device = dev
         if self.xnumel == 0:
             return tuple(outs)
         launch = self._launch
@@ -287,6 +283,24 @@ def fit_layout(t: torch.Tensor, stride: Sequence[int]) -> torch.Tensor | None:
     out = torch.empty_strided(src.shape, tuple(stride), dtype=t.dtype, device=t.device)
     out.copy_(src)
     return out.as_strided(shape, tuple(stride))
+
+
+def stage_call(inputs: Sequence[torch.Tensor], in_strides: Sequence[tuple[int, ...]],
+               out_specs: Sequence[tuple[tuple[int, ...], tuple[int, ...], torch.dtype]], ir,
+               device: torch.device | None):
+    """What every launcher does before it launches: inputs fitted to the strides the kernel was
+    generated for, outputs allocated and initialised, and the device they live on (``device``, or
+    the first call's inputs decide). None when an input has a layout the kernel cannot read: the
+    caller runs that call through ATen."""
+    ins = fit_layouts(inputs, in_strides)
+    if ins is None:
+        return None
+    if device is None:
+        device = next((t.device for t in ins if t.dim() > 0), None) or (
+            ins[0].device if ins else torch.device("cpu"))
+    outs = [torch.empty_strided(shape, stride, dtype=dt, device=device) for shape, stride, dt in out_specs]
+    init_outputs(ir, ins, outs)
+    return ins, outs, device
 
 
 def init_outputs(ir, ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> None:
