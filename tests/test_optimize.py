@@ -118,10 +118,13 @@ def _ops_in(debug_dir: Path, kind: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
 @pytest.mark.parametrize("name", ["gpt2_eager", "bert_eager"])
-def test_eager_attention_trains_through_sdpa_and_passes_the_fp64_rule(name, tmp_path):
+def test_eager_attention_trains_through_sdpa_and_passes_the_fp64_rule(name, dynamic, tmp_path):
+    # dynamic: what dynamic=True sets; the attention scale then arrives as a SymFloat.
     torch._dynamo.reset()
-    check = check_model(ZOO[name], training=True, options={"debug_dir": str(tmp_path)}, batch=2)
+    with torch._dynamo.config.patch(assume_static_by_default=not dynamic):
+        check = check_model(ZOO[name], training=True, options={"debug_dir": str(tmp_path)}, batch=2)
     assert check.passed, check.worst()
     assert "scaled_dot_product" in _ops_in(tmp_path, "forward")
     assert "_scaled_dot_product_flash_attention_for_cpu_backward" in _ops_in(tmp_path, "backward")
