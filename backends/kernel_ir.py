@@ -51,6 +51,7 @@ Build one with :class:`KernelBuilder`; :meth:`KernelIR.verify` checks the invari
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ from typing import Any
 
 __all__ = [
     "DTYPES", "FLOAT_DTYPES", "SCALAR_OPS", "REDUCTIONS", "REDUCTION_IDENTITY", "Var", "Const", "Size",
-    "Bin", "IndirectIndex", "IndexExpr", "BufferArg", "SizeArg", "Op", "Store", "KernelIR", "KernelBuilder",
+    "Bin", "IndirectIndex", "IndexExpr", "index_fits_int32", "BufferArg", "SizeArg", "Op", "Store", "KernelIR", "KernelBuilder",
     "ATOMIC_DTYPES", "compute_dtype", "eval_size", "index_vars", "render_index", "iadd", "imul", "ifloordiv", "imod", "linearize",
     "delinearize",
 ]
@@ -246,6 +247,58 @@ def eval_size(expr: IndexExpr, sizes: dict[str, int]) -> int:
     raise ValueError(f"size expression {render_index(expr)} depends on a loop variable or a value")
 
 
+#: Largest value a 32-bit index may take.
+INT32_MAX = 2**31 - 1
+#: How far past the last point a tile's lanes may reach: more than any XBLOCK/RBLOCK a launcher
+#: picks (a persistent RBLOCK is at most twice the row).
+TILE_OVERSHOOT = 1 << 16
+
+
+def index_fits_int32(ir: KernelIR) -> bool:
+    """Whether every index the kernel computes fits in 32 bits at its size hints.
+
+    GPUs have no 64-bit integer divide: ``//`` and ``%`` on int64 become ~70-instruction calls, which
+    make a kernel that splits its linear index (a transpose, a broadcast) compute-bound. The bound is
+    taken over every load, store and index-op expression, with loop variables at their largest over
+    the kernel's points; a tile's lanes past the end only need their linear index to fit (their
+    masks come from it; their addresses may wrap, unread). A subexpression holding a gathered index
+    is 64-bit anyway (gathers cast their indices to int64, and Triton promotes) and is not bounded. Sizes are the hints the kernel
+    is generated for: launchers are made per shape, so the hints are the call's sizes.
+    """
+    sizes = {s.name: s.hint for s in ir.sizes}
+    xnumel, rnumel = ir.xnumel_hint, ir.rnumel_hint
+    if max(xnumel, rnumel) + 2 * TILE_OVERSHOOT > INT32_MAX:
+        return False
+    var_max = {f"{prefix}{k}": max(abs(eval_size(d, sizes)) - 1, 0)
+               for prefix, dims in (("x", ir.xdims), ("r", ir.rdims)) for k, d in enumerate(dims)}
+    ok = True
+
+    def bound(e: IndexExpr) -> int | None:
+        """An upper bound of ``|e|``, or None where ``e`` is 64-bit (holds a gathered index)."""
+        nonlocal ok
+        if isinstance(e, Var):
+            return var_max.get(e.name, 0)
+        if isinstance(e, Const):
+            v = abs(e.value)
+        elif isinstance(e, Size):
+            v = abs(sizes[e.name])
+        elif isinstance(e, IndirectIndex):
+            return None
+        else:
+            a, b = bound(e.a), bound(e.b)
+            if a is None or b is None:
+                return None
+            v = {"+": a + b, "*": a * b, "//": a, "%": min(a, b)}[e.kind]
+        ok = ok and v <= INT32_MAX
+        return v
+
+    exprs = [op.attrs["index"] for op in ir.ops if op.op in ("load", "index")] + [st.index for st in ir.stores]
+    exprs += list(ir.xdims) + list(ir.rdims)
+    for e in exprs:
+        bound(e)
+    return ok
+
+
 def index_vars(expr: IndexExpr) -> set[str]:
     """Loop variables ``expr`` depends on (indirect indices count through their op's space elsewhere)."""
     if isinstance(expr, Var):
@@ -352,6 +405,11 @@ class KernelIR:
     @property
     def is_reduction(self) -> bool:
         return bool(self.rdims)
+
+    @functools.cached_property
+    def has_init(self) -> bool:
+        """Whether an output must be filled before the launch (an accumulating store's)."""
+        return any(b.init is not None for b in self.outputs)
 
     @property
     def buffers(self) -> dict[str, BufferArg]:

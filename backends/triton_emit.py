@@ -28,6 +28,7 @@ from .kernel_ir import (
     KernelIR,
     Size,
     Var,
+    index_fits_int32,
     index_ops,
     index_vars,
     render_index,
@@ -45,6 +46,9 @@ SIG_DTYPE = {
 }
 #: Rows up to this many elements are reduced by one persistent tile.
 PERSISTENT_MAX_R = 4096
+#: Index width for every kernel, or None to choose per kernel (:func:`index_fits_int32`). Tests set
+#: 64 to run the wide path at sizes a test can afford.
+FORCE_INDEX_BITS: int | None = None
 
 _COMBINE = {
     "sum": "@triton.jit\ndef _combine_sum(a, b):\n    return a + b\n",
@@ -107,11 +111,14 @@ def _identity(kind: str, dtype: str) -> str:
 
 
 class TritonEmitter:
-    """Render one KernelIR. ``numerics`` is "strict" or "fast"."""
+    """Render one KernelIR. ``numerics`` is "strict" or "fast"; indices are 32-bit where every index
+    of the kernel fits (as Inductor does), else 64-bit."""
 
     def __init__(self, ir: KernelIR, numerics: str = "strict"):
         self.ir = ir
         self.strict = numerics == "strict"
+        bits = FORCE_INDEX_BITS or (32 if index_fits_int32(ir) else 64)
+        self.wide = ".to(tl.int64)" if bits == 64 else ""
         self.red = ir.is_reduction
         self.persistent = self.red and ir.rnumel_hint <= PERSISTENT_MAX_R
         self.lines: list[str] = []
@@ -275,9 +282,9 @@ class TritonEmitter:
         if self.red:
             rn = " * ".join(self.idx(d) for d in ir.rdims) or "1"
             w(f"rnumel = {rn}")
-            w("xindex = tl.program_id(0).to(tl.int64) * XBLOCK + tl.arange(0, XBLOCK).to(tl.int64)[:, None]")
+            w(f"xindex = tl.program_id(0){self.wide} * XBLOCK + tl.arange(0, XBLOCK){self.wide}[:, None]")
         else:
-            w("xindex = tl.program_id(0).to(tl.int64) * XBLOCK + tl.arange(0, XBLOCK).to(tl.int64)")
+            w(f"xindex = tl.program_id(0){self.wide} * XBLOCK + tl.arange(0, XBLOCK){self.wide}")
         w("xmask = xindex < xnumel")
         w("xzero = xindex * 0")
         used = set()
@@ -293,7 +300,7 @@ class TritonEmitter:
             for st in ir.stores:
                 w(self.store_stmt(st))
         elif self.persistent:
-            w("rindex = tl.arange(0, RBLOCK).to(tl.int64)[None, :]")
+            w(f"rindex = tl.arange(0, RBLOCK){self.wide}[None, :]")
             w("rmask = rindex < rnumel")
             w("rzero = rindex * 0")
             body += self.split_vars("r", "rindex", ir.rdims, used)
@@ -392,7 +399,7 @@ class TritonEmitter:
                 if kind in ("argmax", "argmin"):
                     out.append(f"acc{i}_i = tl.full([XBLOCK, RBLOCK], 0, tl.int64)")
             out.append("for roffset in range(0, rnumel, RBLOCK):")
-            loop = ["rindex = roffset + tl.arange(0, RBLOCK).to(tl.int64)[None, :]", "rmask = rindex < rnumel",
+            loop = [f"rindex = roffset + tl.arange(0, RBLOCK){self.wide}[None, :]", "rmask = rindex < rnumel",
                     "rzero = rindex * 0"]
             loop += self.split_vars("r", "rindex", ir.rdims, used)
             needed = self._closure([ir.ops[i].args[0] for i in mine] + [st.value for st in stores]

@@ -264,7 +264,10 @@ def fit_layout(t: torch.Tensor, stride: Sequence[int]) -> torch.Tensor | None:
     >>> fit_layout(torch.randn(4, 5), (1, 0)) is None                      # values differ along dim 1
     True
     """
-    shape, have = tuple(t.shape), t.stride()
+    have = t.stride()
+    if have == stride:  # the common case, one tuple compare
+        return t
+    shape = tuple(t.shape)
     if len(stride) != len(shape):
         return None
     if t.numel() == 0 or all(n == 1 or a == g for n, a, g in zip(shape, have, stride)):
@@ -299,7 +302,8 @@ def stage_call(inputs: Sequence[torch.Tensor], in_strides: Sequence[tuple[int, .
         device = next((t.device for t in ins if t.dim() > 0), None) or (
             ins[0].device if ins else torch.device("cpu"))
     outs = [torch.empty_strided(shape, stride, dtype=dt, device=device) for shape, stride, dt in out_specs]
-    init_outputs(ir, ins, outs)
+    if ir.has_init:
+        init_outputs(ir, ins, outs)
     return ins, outs, device
 
 
