@@ -2,8 +2,9 @@
 # The one prepared script for a lent NVIDIA GPU (torch 2.11 / triton 3.6 / Python 3.12 there).
 # Usage (device tool): bash bench/gpu_check.sh [quick|full]     results land in $OUT (or ./out).
 # Stages: install -> numerics (zoo vs eager and fp64) -> kernel bandwidth vs copy -> zoo steady
-# times eager / Inductor / agnostic -> (quick, full) the C emitter: its GPU tests (CuPy launch vs
-# ATen) and the zoo's steady times with emitter="c" and "autotune". Each stage has its own time limit so one slow stage cannot
+# times eager / Inductor / agnostic -> where a step's time goes (host vs device busy, torch.profiler;
+# gpt2, mlp) -> (quick, full) the C emitter: its GPU tests (CuPy launch vs ATen) and the zoo's steady
+# times with emitter="c" and "autotune". Each stage has its own time limit so one slow stage cannot
 # eat the lease; the tables print last.
 set -uo pipefail
 MODE=${1:-quick}
@@ -35,6 +36,8 @@ echo "kernels exit $?" >> "$OUT/kernels.log"
 timeout ${T_COMPARE:-300} $PY bench/compare.py --inprocess --device cuda --backends eager inductor agnostic \
   --models $MODELS --steps 30 --json "$OUT/compare.json" > "$OUT/compare.log" 2>&1
 echo "compare exit $?" >> "$OUT/compare.log"
+timeout ${T_PROFILE:-120} $PY bench/gpu_profile.py --models gpt2 mlp --json "$OUT/profile.json" > "$OUT/profile.log" 2>&1
+echo "profile exit $?" >> "$OUT/profile.log"
 
 if [ "$MODE" != smoke ]; then
   timeout ${T_EMITTERS:-150} bash -c "$PY -m pytest -q -m gpu tests/test_emitters.py tests/test_cuda_c.py; \
@@ -46,4 +49,5 @@ fi
 echo; echo "== numerics"; grep -E '^\||exit' "$OUT/numerics.log" | tail -20
 echo; echo "== kernels"; grep -E '^\||copy bandwidth|exit' "$OUT/kernels.log" | tail -12
 echo; echo "== steady times"; grep -E '^\||exit' "$OUT/compare.log" | tail -30
+echo; echo "== profile"; grep -E '^\||^machine|exit|^top (host|device) [a-z0-9_]+/[a-z]+/agnostic ' "$OUT/profile.log" | tail -24
 [ -f "$OUT/emitters.log" ] && { echo; echo "== C emitter"; grep -E '^\||passed|failed|exit' "$OUT/emitters.log" | tail -14; }
