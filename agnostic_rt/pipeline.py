@@ -12,6 +12,7 @@ from .config import Options
 from .debug import DebugDump
 from .program import boxed, build_program
 from .targets import Target
+from .view_fold import fold_views
 
 log = logging.getLogger("agnostic_rt.pipeline")
 
@@ -47,6 +48,7 @@ def compile_graph(gm: fx.GraphModule, example_inputs, *, target: Target, options
     if gains is not None:
         gains[kind] = (float("inf") if kernels else gain, nodes)
     program = build_program(gm, groups, kernels)
+    fold_views(program)
     dump.graph("2_program", program)
     stats = program.meta["agnostic_stats"]
     log.info("%s graph for %s: %d kernels, %d library calls, %d ATen nodes",

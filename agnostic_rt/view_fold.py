@@ -1,0 +1,142 @@
+"""Fold chains of ATen view ops in a compiled program into one cheap reinterpretation each.
+
+Between library calls a program keeps views (GPT-2's attention: ``view -> view -> permute`` around
+every matmul): metadata only, but each is a dispatched ATen call (~6 us of host time each on our
+dev machine), and a small model on a GPU is host-bound. Every view op's result layout is a
+function of its input's layout, which the graph's fake values record, so a chain ending at node
+``v`` over a non-view ``root`` is ``root`` reinterpreted with ``v``'s sizes, strides and storage
+offset (relative to ``root``'s): Inductor's ``reinterpret_tensor``, ~2 us.
+
+That holds while ``root`` has the layout the graph recorded. Graph inputs are guarded by Dynamo and
+our kernels' outputs are allocated in the recorded layout, but a library op could in principle
+return another layout than its fake implementation, so each call compares ``root``'s strides (one
+tuple compare) and replays the original chain when they differ. Chains feeding the graph output
+or a mutating op, and anything with symbolic sizes, are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.fx as fx
+
+aten = torch.ops.aten
+log = logging.getLogger("agnostic_rt.view_fold")
+
+#: Ops whose result is a view of their first argument.
+VIEW_OPS = frozenset({
+    aten.view.default, aten._unsafe_view.default, aten.permute.default, aten.t.default, aten.transpose.int,
+    aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.expand.default,
+    aten.alias.default, aten.slice.Tensor, aten.select.int, aten.as_strided.default, aten.diagonal.default,
+    aten.unfold.default,
+})
+#: Ops returning a list of views of their first argument (read through getitem).
+MULTI_VIEW_OPS = frozenset({aten.split.Tensor, aten.split_with_sizes.default, aten.unbind.int})
+
+_reinterpret: Callable = getattr(getattr(torch._C._dynamo, "guards", None), "_reinterpret_tensor", None) or (
+    lambda t, size, stride, offset: t.as_strided(size, stride, t.storage_offset() + offset))
+
+
+def view_source(n: fx.Node) -> fx.Node | None:
+    """The node ``n`` is a view of, or None when ``n`` is not a view op (a getitem of a split is)."""
+    if n.op != "call_function" or not n.args or not isinstance(n.args[0], fx.Node):
+        return None
+    if n.target in VIEW_OPS:
+        return n.args[0]
+    src = n.args[0]
+    if getattr(n.target, "__name__", None) in ("getitem", "_getitem") and src.op == "call_function" \
+            and src.target in MULTI_VIEW_OPS and isinstance(src.args[0], fx.Node):
+        return src.args[0]
+    return None
+
+
+class ViewOf:
+    """``root`` reinterpreted as the end of a view chain; the chain itself when ``root``'s layout is
+    not the recorded one (or autograd must see the views)."""
+
+    def __init__(self, size, stride, offset: int, root_stride: tuple[int, ...], chain: list[fx.Node]):
+        self.size, self.stride, self.offset, self.root_stride = tuple(size), tuple(stride), offset, root_stride
+        # (target, args after the viewed tensor, kwargs, getitem index or None), root outwards.
+        self.steps = []
+        for n in chain:
+            if n.target in VIEW_OPS:
+                self.steps.append((n.target, n.args[1:], dict(n.kwargs), None))
+            else:
+                split = n.args[0]
+                self.steps.append((split.target, split.args[1:], dict(split.kwargs), n.args[1]))
+        self.__name__ = self.__qualname__ = "view_of"
+
+    def __call__(self, root: torch.Tensor) -> torch.Tensor:
+        if root.stride() == self.root_stride and not (root.requires_grad and torch.is_grad_enabled()):
+            return _reinterpret(root, self.size, self.stride, self.offset)
+        return self.replay(root)
+
+    def replay(self, root: torch.Tensor) -> torch.Tensor:
+        t = root
+        for target, args, kwargs, item in self.steps:
+            t = target(t, *args, **kwargs)
+            if item is not None:
+                t = t[item]
+        return t
+
+
+def _static_layout(n: fx.Node) -> tuple | None:
+    val = n.meta.get("val")
+    if not isinstance(val, torch.Tensor):
+        return None
+    try:
+        layout = (tuple(val.shape), tuple(val.stride()), val.storage_offset())
+    except Exception:  # sparse or other layouts without strides
+        return None
+    ints = all(type(v) is int for v in (*layout[0], *layout[1], layout[2]))
+    return layout if ints else None
+
+
+def _has_nodes(args) -> bool:
+    found = []
+    fx.node.map_arg(args, found.append)
+    return bool(found)
+
+
+def fold_views(gm: fx.GraphModule) -> int:
+    """Replace each view chain's end, where a non-view op reads it, by one :class:`ViewOf` call on
+    the chain's root; the chain's nodes no other op reads go away. Returns the chains folded."""
+    graph = gm.graph
+    folded = 0
+    for n in list(graph.nodes):
+        if view_source(n) is None:
+            continue
+        readers = [u for u in n.users if view_source(u) is not n and u.target not in MULTI_VIEW_OPS]
+        if not readers or any(u.op == "output" or _mutates(u) for u in n.users):
+            continue
+        chain, root = [n], view_source(n)
+        while view_source(root) is not None:
+            chain.append(root)
+            root = view_source(root)
+        chain.reverse()
+        end, base = _static_layout(n), _static_layout(root)
+        if end is None or base is None or any(_has_nodes((c.args[1:], c.kwargs)) for c in chain) \
+                or any(_has_nodes((c.args[0].args[1:], c.args[0].kwargs)) for c in chain if c.target not in VIEW_OPS):
+            continue
+        with graph.inserting_before(n):
+            new = graph.call_function(ViewOf(end[0], end[1], end[2] - base[2], base[1], chain), (root,))
+        new.meta = dict(n.meta)
+        n.replace_all_uses_with(new, delete_user_cb=readers.__contains__)
+        folded += 1
+    for n in reversed(list(graph.nodes)):  # views (and splits) nothing reads any more
+        if not n.users and (view_source(n) is not None or n.target in MULTI_VIEW_OPS):
+            graph.erase_node(n)
+    if folded:
+        gm.recompile()
+        log.debug("folded %d view chains", folded)
+    return folded
+
+
+def _mutates(n: fx.Node) -> bool:
+    schema = getattr(n.target, "_schema", None)
+    return bool(schema is not None and schema.is_mutable)
+
+
+__all__ = ["fold_views", "ViewOf", "view_source", "VIEW_OPS"]

@@ -1,0 +1,93 @@
+"""View chains in compiled programs fold into one reinterpretation each, and stay correct when the
+layout they were recorded for does not hold."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from agnostic_rt.view_fold import VIEW_OPS, ViewOf, fold_views
+
+aten = torch.ops.aten
+
+
+def _traced(fn, *args) -> fx.GraphModule:
+    return make_fx(fn, tracing_mode="fake")(*args)
+
+
+def _targets(gm: fx.GraphModule) -> list:
+    return [n.target for n in gm.graph.nodes if n.op == "call_function"]
+
+
+def _attention_heads(x, w):
+    """addmm -> view -> view -> permute -> matmul: GPT-2's head split between two library calls."""
+    y = torch.mm(x.view(-1, 32), w).view(2, 8, 4, 8).permute(0, 2, 1, 3)
+    return torch.matmul(y, y.transpose(-1, -2)).sum()
+
+
+def test_a_chain_between_library_calls_becomes_one_call_and_gives_the_same_result():
+    x, w = torch.randn(2, 8, 32), torch.randn(32, 32)
+    gm = _traced(_attention_heads, x, w)
+    views_before = sum(t in VIEW_OPS for t in _targets(gm))
+    want = gm(x, w)
+    assert fold_views(gm) == 6
+    folded = [t for t in _targets(gm) if isinstance(t, ViewOf)]
+    views_after = sum(t in VIEW_OPS for t in _targets(gm))
+    assert (views_before, views_after, len(folded)) == (9, 0, 6)
+    torch.testing.assert_close(gm(x, w), want, rtol=0, atol=0)
+
+
+def test_a_root_in_another_layout_replays_the_chain():
+    """Recorded for a contiguous input; called with a transposed one of the same sizes (which a
+    library op could in principle return): reinterpreting would read the wrong elements."""
+    def fn(a):
+        return a.t().unsqueeze(0) * 1
+
+    gm = _traced(fn, torch.randn(4, 6))
+    assert fold_views(gm) == 1
+    other = torch.randn(6, 4).t()
+    assert other.shape == (4, 6) and not other.is_contiguous()
+    torch.testing.assert_close(gm(other), fn(other), rtol=0, atol=0)
+
+
+def test_split_outputs_fold_through_getitem():
+    def fn(qkv):
+        q, k, v = qkv.split(8, dim=-1)
+        return q.view(4, 2, 4) * k.view(4, 2, 4) + v.view(4, 2, 4)
+
+    x = torch.randn(4, 24)
+    gm = _traced(fn, x)
+    want = gm(x)
+    assert fold_views(gm) == 3
+    assert aten.split.Tensor not in _targets(gm) and aten.split_with_sizes.default not in _targets(gm)
+    torch.testing.assert_close(gm(x), want, rtol=0, atol=0)
+
+
+def test_views_the_graph_returns_or_mutates_are_left_alone():
+    def returns_view(a):
+        return a.view(2, 6).t()
+
+    def mutates_view(a):
+        a.view(12).add_(1)
+        return a * 2
+
+    x = torch.randn(3, 4)
+    for fn in (returns_view, mutates_view):
+        gm = _traced(fn, x.clone())
+        assert fold_views(gm) == 0, fn.__name__
+
+
+def test_symbolic_sizes_are_left_alone():
+    gm = make_fx(lambda a: a.view(-1, 2).t() * 1, tracing_mode="symbolic")(torch.randn(4, 6))
+    assert fold_views(gm) == 0
+
+
+def test_autograd_still_sees_the_views_when_it_must():
+    w = torch.randn(3, 4, requires_grad=True)
+    v = ViewOf((4, 3), (1, 4), 0, (4, 1), [])
+    v.steps = [(aten.t.default, (), {}, None)]
+    out = v(w)
+    assert out.grad_fn is not None
+    out.sum().backward()
+    torch.testing.assert_close(w.grad, torch.ones(3, 4))
