@@ -28,6 +28,9 @@ log = logging.getLogger("agnostic_rt.triton_launch")
 
 #: Problems smaller than this many elements run the first candidate config untimed.
 TUNE_MIN_ELEMENTS = 1 << 18
+#: Launch a kernel's binary through its own runner after the first (JIT) launch; AGNOSTIC_RT_DIRECT_LAUNCH=0
+#: sends every launch through the JIT.
+DIRECT_LAUNCH = os.environ.get("AGNOSTIC_RT_DIRECT_LAUNCH", "1") != "0"
 
 
 def _pow2(n: int) -> int:
@@ -165,6 +168,12 @@ class KernelLauncher:
         self.xnumel = _eval_numel(ir.xdims, hints)
         self.rnumel = _eval_numel(ir.rdims, hints)
         self._launch: Callable | None = None
+        # After the first launch: the compiled binary's own runner, its trailing constexpr values
+        # and the input alignment it was specialised for (see _direct_launch).
+        self._direct: Callable | None = None
+        self._direct_tail: tuple = ()
+        self._aligned: tuple[bool, ...] = ()
+        self._cfg: dict = {}
         # Where outputs live: the graph's own answer (a kernel with no tensor inputs — arange, full —
         # has nothing else to go by); otherwise the first call's inputs decide.
         self._device: torch.device | None = device
@@ -189,18 +198,52 @@ class KernelLauncher:
             try:
                 launch = self._launch = self._prepare(ins, outs, dev)
                 init_outputs(self.kernel.ir, ins, outs)  # autotuning launched into them, adding to them
-                launch(*ins, *outs, *self.sizes)
+                compiled = launch(*ins, *outs, *self.sizes)
             except Exception as e:
                 log.warning("kernel %s (%s) failed at its first launch; its ops run through ATen: %s",
                             self.kernel.name, ", ".join(self.ops), e)
                 self._failed = True
                 return tuple(self.fallback(*inputs))
+            if DIRECT_LAUNCH and not self.interpret:
+                self._prepare_direct(compiled, ins, outs)
+            return tuple(outs)
+        if self._direct is not None and self._direct_launch(ins, outs):
             return tuple(outs)
         launch(*ins, *outs, *self.sizes)
         return tuple(outs)
 
+    def _prepare_direct(self, compiled, ins, outs) -> None:
+        """Keep the binary the JIT just launched and its own runner (``CompiledKernel[grid]``, the
+        API ``triton.compile`` results are launched with): later calls skip the JIT's per-call work
+        (argument binding, specialisation key, cache lookup), which is most of a small kernel's host
+        time. The runner takes the JIT's arguments: every parameter in order, constexprs last."""
+        if not hasattr(compiled, "__getitem__"):
+            return
+        try:
+            self._direct = compiled[self._grid]
+        except Exception as e:  # a Triton without the runner: the JIT launches every call
+            log.debug("kernel %s launches through the JIT: %s", self.kernel.name, e)
+            return
+        self._direct_tail = tuple(self._cfg[k] for k in self.kernel.constexprs)
+        self._aligned = _alignment((*ins, *outs))
+
+    def _direct_launch(self, ins, outs) -> bool:
+        """Launch through the kept binary; False where the JIT must launch this call: a pointer's
+        16-byte alignment differs from the one the binary was specialised for (the JIT would pick
+        another binary), or the runner refused its first call (the JIT launches from then on)."""
+        if _alignment((*ins, *outs)) != self._aligned:
+            return False
+        try:
+            self._direct(*ins, *outs, *self.sizes, *self._direct_tail)
+        except Exception as e:  # raised before anything ran: argument packing is checked first
+            log.warning("kernel %s: the compiled runner refused a launch (%s); the JIT launches it", self.kernel.name, e)
+            self._direct = None
+            return False
+        return True
+
     def _bind(self, cfg: dict) -> Callable:
         grid = ((self.xnumel + cfg["XBLOCK"] - 1) // cfg["XBLOCK"],)
+        self._grid, self._cfg = grid, cfg
         consts = {k: v for k, v in cfg.items() if k in self.kernel.constexprs}
         if self.interpret:
             return functools.partial(self.fn[grid], **consts)
@@ -236,6 +279,11 @@ class KernelLauncher:
             if t < best_t:
                 best, best_t = cfg, t
         return best
+
+
+def _alignment(tensors) -> tuple[bool, ...]:
+    """Which tensors start on a 16-byte boundary: what Triton specialises a pointer argument on."""
+    return tuple(t.data_ptr() % 16 == 0 for t in tensors)
 
 
 def _eval_numel(dims, hints: dict[str, int]) -> int:

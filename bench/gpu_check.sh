@@ -3,9 +3,11 @@
 # Usage (device tool): bash bench/gpu_check.sh [quick|full]     results land in $OUT (or ./out).
 # Stages: install -> numerics (zoo vs eager and fp64) -> kernel bandwidth vs copy -> zoo steady
 # times eager / Inductor / agnostic -> where a step's time goes (host vs device busy, torch.profiler;
-# gpt2, mlp) -> (quick, full) the C emitter: its GPU tests (CuPy launch vs ATen) and the zoo's steady
-# times with emitter="c" and "autotune". Each stage has its own time limit so one slow stage cannot
-# eat the lease; the tables print last.
+# gpt2, mlp) -> agnostic's steady times with every launch through Triton's JIT -> (quick, full) the
+# C emitter: its GPU tests (CuPy launch vs ATen) and the zoo's steady times with emitter="c" and
+# "autotune". Each stage has its own time limit so one slow stage cannot eat the lease; the tables
+# print last. The defaults add up past one 600 s device call; to fit one:
+#   T_NUMERICS=100 T_KERNELS=60 T_COMPARE=170 T_PROFILE=100 T_JIT=60 bash bench/gpu_check.sh smoke
 set -uo pipefail
 MODE=${1:-quick}
 OUT=${OUT:-$PWD/out}
@@ -39,8 +41,13 @@ echo "compare exit $?" >> "$OUT/compare.log"
 timeout ${T_PROFILE:-120} $PY bench/gpu_profile.py --models gpt2 mlp --json "$OUT/profile.json" > "$OUT/profile.log" 2>&1
 echo "profile exit $?" >> "$OUT/profile.log"
 
+# The same steady times with every launch through Triton's JIT (the binary's own runner off).
+AGNOSTIC_RT_DIRECT_LAUNCH=0 timeout ${T_JIT:-90} $PY bench/compare.py --inprocess --device cuda --backends agnostic \
+  --models mlp gpt2 --steps 30 > "$OUT/jit_launch.log" 2>&1
+echo "jit-launch exit $?" >> "$OUT/jit_launch.log"
+
 if [ "$MODE" != smoke ]; then
-  timeout ${T_EMITTERS:-150} bash -c "$PY -m pytest -q -m gpu tests/test_emitters.py tests/test_cuda_c.py; \
+  timeout ${T_EMITTERS:-150} bash -c "$PY -m pytest -q -m gpu tests/test_triton_launch.py tests/test_emitters.py tests/test_cuda_c.py; \
     for e in c autotune; do $PY bench/compare.py --inprocess --device cuda --backends agnostic \
       --options '{\"emitter\": \"'\$e'\"}' --models mlp gpt2 --steps 30; done" > "$OUT/emitters.log" 2>&1
   echo "emitters exit $?" >> "$OUT/emitters.log"
@@ -50,4 +57,5 @@ echo; echo "== numerics"; grep -E '^\||exit' "$OUT/numerics.log" | tail -20
 echo; echo "== kernels"; grep -E '^\||copy bandwidth|exit' "$OUT/kernels.log" | tail -12
 echo; echo "== steady times"; grep -E '^\||exit' "$OUT/compare.log" | tail -30
 echo; echo "== profile"; grep -E '^\||^machine|exit|^top (host|device) [a-z0-9_]+/[a-z]+/agnostic ' "$OUT/profile.log" | tail -24
+[ -f "$OUT/jit_launch.log" ] && { echo; echo "== agnostic with JIT launches"; grep -E '^\||exit' "$OUT/jit_launch.log" | tail -8; }
 [ -f "$OUT/emitters.log" ] && { echo; echo "== C emitter"; grep -E '^\||passed|failed|exit' "$OUT/emitters.log" | tail -14; }

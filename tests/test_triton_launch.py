@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 
+import pytest
 import torch
 from kernel_harness import compile_fn
 
@@ -120,3 +121,105 @@ def test_a_differently_broadcast_input_still_runs_the_kernel(caplog):
         b = torch.randn(6, 9)
         torch.testing.assert_close(c(a, b), torch.exp(a) * b)
     assert not [r for r in caplog.records if "runs through ATen" in r.getMessage()]
+
+
+class _FakeCompiled:
+    """What ``JITFunction.run`` returns on a GPU: a binary with its own runner (``binary[grid]``),
+    taking every parameter in order, constexprs last. Runs the interpreted kernel so results are real."""
+
+    def __init__(self, fn, names, calls, refuse=False):
+        self.fn, self.names, self.calls, self.refuse = fn, names, calls, refuse
+
+    def __getitem__(self, grid):
+        def runner(*args):
+            if self.refuse:
+                raise TypeError("function takes exactly 4 arguments (5 given)")
+            self.calls.append("direct")
+            k = len(self.names)
+            self.fn[grid](*args[:-k], **dict(zip(self.names, args[-k:])))
+        return runner
+
+
+class _FakeJit:
+    def __init__(self, fn, names, refuse=False):
+        self.fn, self.names, self.calls, self.refuse = fn, names, [], refuse
+
+    def __getitem__(self, grid):
+        def run(*args, num_warps=None, **consts):
+            self.calls.append("jit")
+            self.fn[grid](*args, **consts)
+            return _FakeCompiled(self.fn, self.names, self.calls, self.refuse)
+        return run
+
+
+def _gpu_style_launcher(refuse=False):
+    """A launcher as on a GPU (not interpreted), whose JIT and binary run the interpreted kernel."""
+    from agnostic_rt.backends.triton_launch import KernelLauncher
+
+    x = torch.randn(100)
+    ln = next(iter(compile_fn(lambda a: torch.exp(a) * 2, x).launchers.values()))
+    gpu = KernelLauncher(ln.gk, ln.sizes, ln.in_strides, ln.out_specs, interpret=False, autotune=False,
+                         fallback=ln.fallback, ops=ln.ops, device=torch.device("cpu"))
+    gpu.fn = _FakeJit(ln.gk.function(interpret=True), ln.kernel.constexprs, refuse)
+    return gpu, x
+
+
+def test_after_the_first_launch_the_binary_is_launched_without_the_jit():
+    gpu, x = _gpu_style_launcher()
+    for _ in range(3):
+        (out,) = gpu(x)
+        torch.testing.assert_close(out, torch.exp(x) * 2)
+    assert gpu.fn.calls == ["jit", "direct", "direct"]
+
+
+def test_a_pointer_aligned_otherwise_than_the_binary_assumed_goes_through_the_jit():
+    gpu, x = _gpu_style_launcher()
+    gpu(x)
+    shifted = torch.randn(101)[1:]  # 4 bytes past a 16-byte boundary: another specialisation
+    assert shifted.data_ptr() % 16 != 0 and x.data_ptr() % 16 == 0
+    (out,) = gpu(shifted)
+    torch.testing.assert_close(out, torch.exp(shifted) * 2)
+    gpu(x)
+    assert gpu.fn.calls == ["jit", "jit", "direct"]
+
+
+def test_a_runner_that_refuses_its_arguments_leaves_the_jit_launching(caplog):
+    gpu, x = _gpu_style_launcher(refuse=True)
+    for _ in range(3):
+        (out,) = gpu(x)
+        torch.testing.assert_close(out, torch.exp(x) * 2)
+    assert gpu.fn.calls == ["jit", "jit", "jit"]
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1
+
+
+def test_direct_launch_can_be_turned_off(monkeypatch):
+    from agnostic_rt.backends import triton_launch
+
+    monkeypatch.setattr(triton_launch, "DIRECT_LAUNCH", False)
+    gpu, x = _gpu_style_launcher()
+    for _ in range(2):
+        gpu(x)
+    assert gpu.fn.calls == ["jit", "jit"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA or ROCm GPU")
+def test_on_a_gpu_later_launches_go_through_the_binary_and_match_eager(monkeypatch):
+    from agnostic_rt.backends import triton_launch
+
+    direct = []
+    real = triton_launch.KernelLauncher._direct_launch
+
+    def counting(self, ins, outs):
+        ok = real(self, ins, outs)
+        direct.append(ok)
+        return ok
+
+    monkeypatch.setattr(triton_launch.KernelLauncher, "_direct_launch", counting)
+    torch._dynamo.reset()
+    fn = torch.compile(lambda a, b: torch.softmax(a * b + 1, -1).sum(0), backend="agnostic")
+    a, b = torch.randn(300, 257, device="cuda"), torch.randn(257, device="cuda")
+    for _ in range(3):
+        torch.testing.assert_close(fn(a, b), torch.softmax(a * b + 1, -1).sum(0))
+    torch._dynamo.reset()
+    assert direct and all(direct), direct
