@@ -81,20 +81,24 @@ class BuildError(RuntimeError):
 @dataclass(frozen=True)
 class LaunchArgs:
     """One launch of a C kernel, whatever runs it: grid and block, then the kernel's parameters in
-    order (buffer addresses, inputs then outputs, and the int64 size values)."""
+    order (buffer addresses, inputs then outputs, and the size values), and the width the sizes are
+    passed in: ``size_bits`` 32 (``int``) or 64 (``long long``), the kernel's index width."""
 
     grid: int
     block: int
     pointers: tuple[int, ...]
     sizes: tuple[int, ...]
+    size_bits: int = 64
 
 
 def launch_args(kernel: CKernel, inputs: Sequence[Any], outputs: Sequence[Any],
                 sizes: Mapping[str, int] | None = None, max_grid: int = 1 << 16) -> LaunchArgs | None:
     """Check the tensors against the kernel's IR and pack its parameters; None: nothing to launch.
 
-    ``sizes`` overrides the IR's size hints by name. Shared by the CUDA (CuPy), HIP (hip-python) and
-    host (ctypes) launchers, which differ only in how they hand these values to the driver.
+    ``sizes`` overrides the IR's size hints by name; a kernel indexing in 32 bits refuses sizes some
+    index of it would overflow at (ValueError). Shared by the CUDA (CuPy), HIP (hip-python) and host
+    (ctypes) launchers, which differ only in how they hand these values to the driver: each packs the
+    sizes as ``int32`` or ``int64`` by ``size_bits``.
 
     >>> a = launch_args(kernel, [x], [out], {"s0": 8192})      # doctest: +SKIP
     """
@@ -107,5 +111,6 @@ def launch_args(kernel: CKernel, inputs: Sequence[Any], outputs: Sequence[Any],
     grid, block = kernel.launch(values, max_grid=max_grid)
     if grid == 0:
         return None
+    kernel.check_sizes(values)
     return LaunchArgs(grid, block, tuple(int(t.data_ptr()) for t in (*inputs, *outputs)),
-                      tuple(int(values[s.name]) for s in ir.sizes))
+                      tuple(int(values[s.name]) for s in ir.sizes), kernel.index_bits)

@@ -151,12 +151,13 @@ def available() -> bool:
 
 
 def _launcher(kernel: CKernel) -> str:
-    """``extern "C" void launch_<name>(grid, block, buffers, sizes)`` calling the kernel on every thread."""
+    """``extern "C" void launch_<name>(grid, block, buffers, sizes)`` calling the kernel on every thread;
+    ``sizes`` points at ``int`` or ``long long`` values, as the kernel's size arguments are."""
     ir = kernel.ir
     args = [f"(const {c_type(b.dtype, storage=True)}*)bufs[{i}]" for i, b in enumerate(ir.inputs)]
     args += [f"({c_type(b.dtype, storage=True)}*)bufs[{len(ir.inputs) + i}]" for i, b in enumerate(ir.outputs)]
     args += [f"sizes[{i}]" for i in range(len(ir.sizes))]
-    return (f'extern "C" void launch_{kernel.name}(int grid, int block, void** bufs, const long long* sizes) {{\n'
+    return (f'extern "C" void launch_{kernel.name}(int grid, int block, void** bufs, const {kernel.size_ctype}* sizes) {{\n'
             f"  ag_run_grid(grid, block, [=] {{ {kernel.name}({', '.join(args)}); }});\n}}\n")
 
 
@@ -180,7 +181,8 @@ class HostKernel:
     def __init__(self, kernel: CKernel, fn: Any):
         self.kernel, self._fn = kernel, fn
         fn.restype = None
-        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_longlong)]
+        self._size = ctypes.c_int32 if kernel.index_bits == 32 else ctypes.c_int64
+        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(self._size)]
 
     @classmethod
     def build(cls, ir: KernelIR, *, numerics: Numerics = "strict", mode: str | None = None) -> HostKernel:
@@ -192,15 +194,17 @@ class HostKernel:
         if a is None:
             return
         ptrs = (ctypes.c_void_p * max(1, len(a.pointers)))(*a.pointers)
-        sz = (ctypes.c_longlong * max(1, len(a.sizes)))(*a.sizes)
+        sz = (self._size * max(1, len(a.sizes)))(*a.sizes)
         grid, block = a.grid, a.block
         self._fn(grid, block, ptrs, sz)
 
 
-def render_host(ir: KernelIR, *, numerics: Numerics = "strict", mode: str | None = None) -> CKernel:
-    """``ir`` in the host dialect, with :data:`HOST_THREADS` threads per block for its mode."""
+def render_host(ir: KernelIR, *, numerics: Numerics = "strict", mode: str | None = None,
+                bits: int | None = None) -> CKernel:
+    """``ir`` in the host dialect, with :data:`HOST_THREADS` threads per block for its mode, indexing
+    in ``bits`` (default: as on a GPU, :func:`~backends.cstyle.index_bits`)."""
     mode = mode or choose_mode(ir, CPU_SIM.warp_size)
-    return render(ir, CPU_SIM, numerics=numerics, mode=mode, max_threads=HOST_THREADS[mode])
+    return render(ir, CPU_SIM, numerics=numerics, mode=mode, max_threads=HOST_THREADS[mode], bits=bits)
 
 
 _cache = BinaryCache("host")

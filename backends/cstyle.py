@@ -7,7 +7,7 @@ all of them, as tinygrad's ``renderer/cstyle.py`` does for CUDA/HIP/Metal/OpenCL
     kernel = render(ir, CUDA)                    # -> CKernel: .source, .name, .mode, .launch(sizes)
     kernel = render(ir, HIP, numerics="fast")
 
-Kernel shapes (sizes are int64 arguments, so one binary serves every batch size):
+Kernel shapes (sizes are arguments, so one binary serves every batch size):
 
 * pointwise: a grid-stride loop over ``xindex < xnumel``, one element per thread per step;
 * reduction, ``mode="block"``: one block per output row (grid-stride over rows), threads stride the
@@ -17,6 +17,15 @@ Kernel shapes (sizes are int64 arguments, so one binary serves every batch size)
   (:meth:`KernelIR.phase_of`), re-reading its inputs, so rows of any length fit;
 * reduction, ``mode="warp"``: one warp (wavefront on AMD) per row, shuffles only, for short rows.
 
+Index width: a kernel indexes in 32 bits (``int`` sizes, numels and split variables, unsigned 32-bit
+loop counters) when every index it computes fits at the sizes it is rendered for
+(:func:`index_bits`: ``kernel_ir.index_fits_int32`` and every size argument an ``int``), else in 64
+(``long long`` throughout). GPUs have no 64-bit integer divide: ``/`` and ``%`` on ``long long``
+become ~70-instruction calls, and the index split of a transpose, a broadcast or a column reduction
+made such kernels compute-bound. The size arguments are packed to match (``CKernel.index_bits``,
+:func:`~backends.c_build.launch_args`). Argmax/argmin indices stay ``long long`` (their output is
+int64), and gathered indices are int64 values, so an expression holding one is computed in 64 bits.
+
 Half types are stored as 16-bit integers and converted with explicit round-to-nearest-even code or a
 hardware instruction, not through cuda_fp16.h/hip_fp16.h: NVRTC from the pip wheel ships no headers,
 and ROCm 5.2's hiprtc rejects hip_fp16.h/hip_bfloat16.h (they redefine its pre-included types).
@@ -25,6 +34,7 @@ Arithmetic on half data runs in float32 and is rounded once, at the store (the I
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -34,12 +44,16 @@ from typing import Literal
 
 from .kernel_ir import (
     FLOAT_DTYPES,
+    INT32_MAX,
     REDUCTIONS,
     Bin,
     Const,
     IndexExpr,
+    IndirectIndex,
     KernelIR,
+    SizeArg,
     eval_size,
+    index_fits_int32,
     index_ops,
     render_index,
 )
@@ -47,10 +61,14 @@ from .kernel_ir import (
 log = logging.getLogger("agnostic_rt.backends.cstyle")
 
 __all__ = ["CDialect", "CUDA", "HIP", "CKernel", "render", "render_module", "c_type", "choose_mode",
-           "COMMON_PRELUDE"]
+           "COMMON_PRELUDE", "FORCE_INDEX_BITS", "index_bits", "index_c"]
 
 Numerics = Literal["strict", "fast"]
 Mode = Literal["pointwise", "block", "warp"]
+
+#: Index width for every kernel, or None to choose per kernel (:func:`index_bits`). Tests set 64 to
+#: run the wide path at sizes a test can afford (as ``triton_emit.FORCE_INDEX_BITS``).
+FORCE_INDEX_BITS: int | None = None
 
 # --------------------------------------------------------------------------------------- the dialects
 
@@ -310,8 +328,8 @@ _BITS = {"bitwise_and": "&", "bitwise_or": "|", "bitwise_xor": "^"}
 class _OpWriter:
     """Turns one op of the DAG into a C expression, with ATen's semantics for every SCALAR_OPS name."""
 
-    def __init__(self, ir: KernelIR, dialect: CDialect, numerics: Numerics):
-        self.ir, self.dialect, self.fast = ir, dialect, numerics == "fast"
+    def __init__(self, ir: KernelIR, dialect: CDialect, numerics: Numerics, bits: int = 64):
+        self.ir, self.dialect, self.fast, self.bits = ir, dialect, numerics == "fast", bits
 
     def _fn(self, name: str, dtype: str) -> str:
         f32, f64 = _LIBM[name]
@@ -357,7 +375,7 @@ class _OpWriter:
         flt = _is_float(t)
         name = op.op
         if name == "load":
-            text = self.load(op.attrs["buffer"], index_c(op.attrs["index"]))
+            text = self.load(op.attrs["buffer"], index_c(op.attrs["index"], self.bits))
             if op.attrs.get("masked"):
                 # The conditional operator evaluates only the chosen side: no memory is touched
                 # where the mask is false (cat/pad read each source only inside its range).
@@ -368,7 +386,7 @@ class _OpWriter:
         if name == "size":
             return f"(({ct}){op.attrs['name']})"
         if name == "index":
-            return f"(({ct}){index_c(op.attrs['index'])})"
+            return f"(({ct}){index_c(op.attrs['index'], self.bits)})"
         if name == "cast":
             return self.cast(a[0], src[0], t)
         if name == "where":
@@ -448,17 +466,40 @@ class _OpWriter:
         raise NotImplementedError(f"C emitter: op {name!r} on integers ({ct})")
 
 
-def index_c(expr: IndexExpr) -> str:
-    """C text of an index expression, 64-bit throughout (loop variables and sizes are long long).
+def index_c(expr: IndexExpr, bits: int = 64) -> str:
+    """C text of an index expression in a kernel indexing in ``bits`` (loop variables and sizes are
+    ``int`` or ``long long``).
 
     ``//`` and ``%`` become C's ``/`` and ``%``: the IR promises non-negative operands, where the two agree.
+    In 64 bits every constant is ``LL``; in 32 they are plain ``int`` literals (an ``LL`` would widen
+    the whole expression), and a gathered index is cast to ``long long``, so the expression holding
+    it is computed in 64 bits by C's promotions (``index_fits_int32`` does not bound such a term).
     """
     if isinstance(expr, Const):
-        return f"{expr.value}LL"
+        return f"{expr.value}LL" if bits == 64 else str(expr.value)
+    if isinstance(expr, IndirectIndex) and bits == 32:
+        return f"((long long)v{expr.op})"
     if isinstance(expr, Bin):
         kind = "/" if expr.kind == "//" else expr.kind
-        return f"({index_c(expr.a)} {kind} {index_c(expr.b)})"
+        return f"({index_c(expr.a, bits)} {kind} {index_c(expr.b, bits)})"
     return render_index(expr)
+
+
+def _fits_int32(ir: KernelIR) -> bool:
+    # Every size argument must be an int too, also one only a "size" op reads (index_fits_int32
+    # bounds the sizes that appear in index expressions).
+    return all(abs(s.hint) <= INT32_MAX for s in ir.sizes) and index_fits_int32(ir)
+
+
+def index_bits(ir: KernelIR) -> int:
+    """32 where every index ``ir`` computes and every size argument fits an int at its size hints
+    (launchers are made per shape, so the hints are the call's sizes), else 64; or
+    :data:`FORCE_INDEX_BITS`."""
+    if FORCE_INDEX_BITS is not None:
+        if FORCE_INDEX_BITS not in (32, 64):
+            raise ValueError(f"FORCE_INDEX_BITS={FORCE_INDEX_BITS!r}; expected 32, 64 or None")
+        return FORCE_INDEX_BITS
+    return 32 if _fits_int32(ir) else 64
 
 
 # --------------------------------------------------------------------------------------------- kernels
@@ -480,6 +521,34 @@ class CKernel:
     warp_size: int
     dialect: str
     ir: KernelIR
+    #: 32 or 64: the C type of the size arguments, numels and index arithmetic (``int``/``long long``).
+    index_bits: int = 64
+    _fits: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def size_ctype(self) -> str:
+        """C type of the size arguments: what a launcher packs them as."""
+        return "int" if self.index_bits == 32 else "long long"
+
+    def check_sizes(self, sizes: dict[str, int]) -> None:
+        """Raise ValueError when a 32-bit kernel is called with sizes some index of it overflows at.
+
+        Launchers are made per shape and pass the hints, which fit; a caller passing other sizes (one
+        binary for several batch sizes) gets them checked once per distinct tuple.
+        """
+        if self.index_bits == 64:
+            return
+        key = tuple(int(sizes[s.name]) for s in self.ir.sizes)
+        ok = self._fits.get(key)
+        if ok is None:
+            at = dataclasses.replace(self.ir, sizes=[SizeArg(s.name, v) for s, v in zip(self.ir.sizes, key)])
+            if len(self._fits) >= 256:  # a bounded memo, whatever the caller varies
+                self._fits.clear()
+            ok = self._fits[key] = _fits_int32(at)
+        if not ok:
+            named = dict(zip((s.name for s in self.ir.sizes), key))
+            raise ValueError(f"{self.name} indexes in 32 bits, which sizes {named} overflow; render the "
+                             f"kernel for these sizes (it will index in 64 bits)")
 
     def launch(self, sizes: dict[str, int] | None = None, max_grid: int = 1 << 16) -> tuple[int, int]:
         """``(grid, block)`` for size values ``sizes`` (default: the IR's hints); grid 0: nothing to do."""
@@ -493,12 +562,18 @@ class CKernel:
             return 0, w
         if self.mode == "pointwise":
             block = min(self.max_threads, _round_up(xnumel, w))
-            return min(-(-xnumel // block), max_grid), block
-        if self.mode == "warp":
-            rows = self.max_threads // w
-            return min(-(-xnumel // rows), max_grid), self.max_threads
-        block = min(self.max_threads, max(w, _next_pow2(max(rnumel, 1))))
-        return min(xnumel, max_grid), block
+            grid = -(-xnumel // block)
+        elif self.mode == "warp":
+            block = self.max_threads
+            grid = -(-xnumel // (block // w))
+        else:
+            block = min(self.max_threads, max(w, _next_pow2(max(rnumel, 1))))
+            grid = xnumel
+        if self.index_bits == 32:
+            # The 32-bit grid-stride counters are unsigned and step by at most grid * block: below
+            # 2**31 a step from an index < xnumel <= INT32_MAX cannot wrap (see _KernelWriter.loop).
+            max_grid = min(max_grid, (1 << 31) // block)
+        return min(grid, max_grid), block
 
 
 def _round_up(n: int, k: int) -> int:
@@ -520,12 +595,13 @@ def choose_mode(ir: KernelIR, warp_size: int) -> Mode:
     return "warp" if ir.rnumel_hint <= WARP_ROW_LIMIT * warp_size else "block"
 
 
-def kernel_name(ir: KernelIR, mode: Mode) -> str:
-    """A C identifier unique to the kernel's structure and shape: IR name, fingerprint, mode."""
+def kernel_name(ir: KernelIR, mode: Mode, bits: int = 64) -> str:
+    """A C identifier unique to the kernel's structure and shape: IR name, fingerprint, mode, index
+    width (the two widths of one IR may share a module)."""
     base = re.sub(r"\W", "_", ir.name) or "kernel"
     if base[0].isdigit():
         base = "k_" + base
-    return f"{base}_{ir.fingerprint()[:10]}_{mode[0]}"
+    return f"{base}_{ir.fingerprint()[:10]}_{mode[0]}{bits}"
 
 
 def _prelude(dialect: CDialect) -> str:
@@ -537,8 +613,8 @@ def _prelude(dialect: CDialect) -> str:
 
 
 def render(ir: KernelIR, dialect: CDialect, *, numerics: Numerics = "strict", mode: Mode | None = None,
-           max_threads: int | None = None) -> CKernel:
-    """Emit ``ir`` as one C kernel in ``dialect``.
+           max_threads: int | None = None, bits: int | None = None) -> CKernel:
+    """Emit ``ir`` as one C kernel in ``dialect``, indexing in ``bits`` (default :func:`index_bits`).
 
     >>> k = render(ir, CUDA)                                    # doctest: +SKIP
     >>> grid, block = k.launch({"s0": 8192})                    # doctest: +SKIP
@@ -554,11 +630,15 @@ def render(ir: KernelIR, dialect: CDialect, *, numerics: Numerics = "strict", mo
         max_threads = {"pointwise": 256, "warp": 4 * w, "block": 1024}[mode]
     if max_threads % w:
         raise ValueError(f"max_threads={max_threads} is not a multiple of the warp size {w}")
-    name = kernel_name(ir, mode)
-    body = _KernelWriter(ir, dialect, numerics, mode, max_threads, name).write()
+    bits = bits or index_bits(ir)
+    if bits not in (32, 64):
+        raise ValueError(f"index bits {bits!r}; expected 32 or 64")
+    name = kernel_name(ir, mode, bits)
+    body = _KernelWriter(ir, dialect, numerics, mode, max_threads, name, bits).write()
     source = _prelude(dialect) + "\n" + body
-    log.debug("rendered %s for %s (%s, %d threads max):\n%s", name, dialect.name, mode, max_threads, body)
-    return CKernel(name, source, body, mode, max_threads, w, dialect.name, ir)
+    log.debug("rendered %s for %s (%s, %d threads max, %d-bit indices):\n%s", name, dialect.name, mode,
+              max_threads, bits, body)
+    return CKernel(name, source, body, mode, max_threads, w, dialect.name, ir, bits)
 
 
 def render_module(kernels: list[CKernel], dialect: CDialect) -> str:
@@ -577,9 +657,11 @@ class _KernelWriter:
     """Writes one kernel: signature, index decomposition, op DAG placed by phase, reductions, stores."""
 
     def __init__(self, ir: KernelIR, dialect: CDialect, numerics: Numerics, mode: Mode, max_threads: int,
-                 name: str):
+                 name: str, bits: int = 64):
         self.ir, self.d, self.mode, self.max_threads, self.name = ir, dialect, mode, max_threads, name
-        self.ops = _OpWriter(ir, dialect, numerics)
+        self.bits = bits
+        self.it = "int" if bits == 32 else "long long"  # sizes, numels, split variables
+        self.ops = _OpWriter(ir, dialect, numerics, bits)
         self.lines: list[str] = []
         self.phase = ir.phase_of()
 
@@ -590,13 +672,29 @@ class _KernelWriter:
         ir = self.ir
         args = [f"const {c_type(b.dtype, storage=True)}* __restrict__ {b.name}" for b in ir.inputs]
         args += [f"{c_type(b.dtype, storage=True)}* __restrict__ {b.name}" for b in ir.outputs]
-        args += [f"const long long {s.name}" for s in ir.sizes]
+        args += [f"const {self.it} {s.name}" for s in ir.sizes]
         bounds = self.d.launch_bounds.format(self.max_threads) if self.d.launch_bounds else ""
         return f"{self.d.kernel_prefix} void {bounds} {self.name}({', '.join(args)})".replace("  ", " ")
 
-    @staticmethod
-    def numel(dims: tuple[IndexExpr, ...]) -> str:
-        return " * ".join(f"({index_c(d)})" for d in dims) or "1LL"
+    def idx(self, expr: IndexExpr) -> str:
+        return index_c(expr, self.bits)
+
+    def numel(self, dims: tuple[IndexExpr, ...]) -> str:
+        return " * ".join(f"({self.idx(d)})" for d in dims) or ("1LL" if self.bits == 64 else "1")
+
+    def loop(self, var: str, start: str, bound: str, step: str) -> str:
+        """``for`` over ``var`` = start, start + step, ... < bound (a grid- or block-stride loop).
+
+        In 64 bits the counter is ``long long``. In 32 it is ``unsigned``: ``bound`` (a numel) is at
+        most INT32_MAX and the launch keeps ``step`` <= grid * block below 2**31 (CKernel.launch), so
+        the step past the last index stays below 2**32 and never wraps, where a signed ``int`` would
+        overflow (index_fits_int32 leaves only 2**17 above the numel; a pointwise grid-stride step is
+        up to 2**24). The split variables are signed ``int`` (an index may add a negative constant),
+        so every ``/`` and ``%`` of the index split is a 32-bit one.
+        """
+        if self.bits == 64:
+            return f"for (long long {var} = {start}; {var} < {bound}; {var} += {step}) {{"
+        return f"for (unsigned {var} = {start}; {var} < (unsigned){bound}; {var} += {step}) {{"
 
     def decompose(self, depth: int, var: str, prefix: str, dims: tuple[IndexExpr, ...]) -> None:
         """``x0..x{k-1}`` (row-major, last fastest) from the linear ``xindex``; same for r."""
@@ -604,10 +702,10 @@ class _KernelWriter:
             return
         rest = var
         for k in range(len(dims) - 1, 0, -1):
-            self.emit(depth, f"const long long {prefix}{k} = {rest} % ({index_c(dims[k])});")
-            self.emit(depth, f"const long long {prefix}rest{k} = {rest} / ({index_c(dims[k])});")
+            self.emit(depth, f"const {self.it} {prefix}{k} = {rest} % ({self.idx(dims[k])});")
+            self.emit(depth, f"const {self.it} {prefix}rest{k} = {rest} / ({self.idx(dims[k])});")
             rest = f"{prefix}rest{k}"
-        self.emit(depth, f"const long long {prefix}0 = {rest};")
+        self.emit(depth, f"const {self.it} {prefix}0 = {rest};")
 
     def define(self, depth: int, i: int) -> None:
         op = self.ir.ops[i]
@@ -618,9 +716,9 @@ class _KernelWriter:
         val = self.ops.store_value(f"v{st.value}", self.ir.ops[st.value].dtype, buf.dtype)
         if st.accumulate:  # threads may hit one element; the result is unused, so a RED on NVIDIA
             guard = "" if st.mask is None else f"if (v{st.mask}) "
-            self.emit(depth, f"{guard}atomicAdd(&{st.buffer}[{index_c(st.index)}], {val});")
+            self.emit(depth, f"{guard}atomicAdd(&{st.buffer}[{self.idx(st.index)}], {val});")
             return
-        self.emit(depth, f"{st.buffer}[{index_c(st.index)}] = {val};")
+        self.emit(depth, f"{st.buffer}[{self.idx(st.index)}] = {val};")
 
     def deps(self, i: int) -> list[int]:
         op = self.ir.ops[i]
@@ -651,9 +749,10 @@ class _KernelWriter:
 
     def pointwise(self) -> None:
         ir = self.ir
-        self.emit(1, f"const long long xnumel = {self.numel(ir.xdims)};")
-        self.emit(1, "for (long long xindex = (long long)blockIdx.x * blockDim.x + threadIdx.x; xindex < xnumel;"
-                     " xindex += (long long)blockDim.x * gridDim.x) {")
+        self.emit(1, f"const {self.it} xnumel = {self.numel(ir.xdims)};")
+        wide = "(long long)" if self.bits == 64 else ""
+        self.emit(1, self.loop("xindex", f"{wide}blockIdx.x * blockDim.x + threadIdx.x", "xnumel",
+                               f"{wide}blockDim.x * gridDim.x"))
         self.decompose(2, "xindex", "x", ir.xdims)
         for i in range(len(ir.ops)):
             self.define(2, i)
@@ -674,16 +773,17 @@ class _KernelWriter:
                 self.emit(1, f"{d.shared} {t} ag_smem_{_ident(t)}[{nw}];")
             if any(ir.ops[i].attrs["kind"] in ("argmax", "argmin") for i in reds):
                 self.emit(1, f"{d.shared} long long ag_smem_index[{nw}];")
-        self.emit(1, f"const long long xnumel = {self.numel(ir.xdims)};")
-        self.emit(1, f"const long long rnumel = {self.numel(ir.rdims)};")
+        self.emit(1, f"const {self.it} xnumel = {self.numel(ir.xdims)};")
+        self.emit(1, f"const {self.it} rnumel = {self.numel(ir.rdims)};")
         if block:
             self.emit(1, "const int ag_tid = threadIdx.x, ag_nthreads = blockDim.x;")
-            self.emit(1, "for (long long xindex = blockIdx.x; xindex < xnumel; xindex += gridDim.x) {")
+            self.emit(1, self.loop("xindex", "blockIdx.x", "xnumel", "gridDim.x"))
         else:
+            wide = "(long long)" if self.bits == 64 else ""
             self.emit(1, "const int ag_tid = threadIdx.x % AG_WARP, ag_nthreads = AG_WARP;")
-            self.emit(1, "const long long ag_rows = blockDim.x / AG_WARP;")
-            self.emit(1, "for (long long xindex = (long long)blockIdx.x * ag_rows + threadIdx.x / AG_WARP;"
-                         " xindex < xnumel; xindex += (long long)gridDim.x * ag_rows) {")
+            self.emit(1, f"const {'long long' if self.bits == 64 else 'unsigned'} ag_rows = blockDim.x / AG_WARP;")
+            self.emit(1, self.loop("xindex", f"{wide}blockIdx.x * ag_rows + threadIdx.x / AG_WARP", "xnumel",
+                                   f"{wide}gridDim.x * ag_rows"))
         self.decompose(2, "xindex", "x", ir.xdims)
         for p in range(loops):
             self.row_ops(p)
@@ -694,7 +794,7 @@ class _KernelWriter:
                 self.emit(2, f"{t} acc{i} = {_identity(kind, self.arg_dtype(i))};")
                 if kind in ("argmax", "argmin"):
                     self.emit(2, f"long long acc{i}_i = AG_I64_MAX;")
-            self.emit(2, "for (long long rindex = ag_tid; rindex < rnumel; rindex += ag_nthreads) {")
+            self.emit(2, self.loop("rindex", "ag_tid", "rnumel", "ag_nthreads"))
             self.decompose(3, "rindex", "r", ir.rdims)
             for j in self.closure_xr([ir.ops[i].args[0] for i in loop_reds] + [s.value for s in loop_stores]):
                 self.define(3, j)

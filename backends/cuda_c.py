@@ -8,7 +8,8 @@ Building needs only the NVRTC library (the ``nvidia-cuda-nvrtc`` wheel, reached 
     kernel([x], [out])                                             # on a CUDA GPU: torch's stream
 
 Launching loads the cubin with ``cupy.cuda.function.Module`` in the current (primary) context,
-which torch shares, and passes the tensors' ``data_ptr()``s and the int64 sizes.
+which torch shares, and passes the tensors' ``data_ptr()``s and the sizes (int32 where the kernel
+indexes in 32 bits, else int64: ``CKernel.index_bits``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .c_build import BinaryCache, BuildError, launch_args
+from .c_build import BinaryCache, BuildError, LaunchArgs, launch_args
 from .cstyle import CUDA, CKernel, Numerics, render
 from .kernel_ir import KernelIR
 
 log = logging.getLogger("agnostic_rt.backends.cstyle")
 
-__all__ = ["ARCHS", "build_cubin", "nvrtc_version", "CudaKernel", "compile_c", "BuildError"]
+__all__ = ["ARCHS", "build_cubin", "build_ptx", "nvrtc_version", "CudaKernel", "compile_c", "BuildError",
+           "kernel_params"]
 
 #: Architectures the tests build for (any sm_XX NVRTC knows works).
 ARCHS = ("sm_80", "sm_90")
@@ -70,11 +72,38 @@ def build_cubin(source: str, arch: str = "sm_90", *, numerics: Numerics = "stric
     return cubin
 
 
+def build_ptx(source: str, arch: str = "sm_90", *, numerics: Numerics = "strict") -> str:
+    """The PTX NVRTC generates for ``source`` on ``arch`` (uncached; for inspection and tests: e.g.
+    ``div.s64``/``rem.s64`` count the 64-bit integer divides, each a ~70-instruction call)."""
+    from cupy_backends.cuda.libs import nvrtc
+
+    prog = nvrtc.createProgram(source, "agnostic_kernel.cu", [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, _options(arch, numerics))
+        except nvrtc.NVRTCError as e:
+            raise BuildError(f"NVRTC failed for {arch}: {e}\n{nvrtc.getProgramLog(prog)}") from e
+        ptx = nvrtc.getPTX(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+    return ptx.decode() if isinstance(ptx, bytes) else ptx
+
+
 def _device_arch(device: Any = None) -> str:
     import torch
 
     major, minor = torch.cuda.get_device_capability(device)
     return f"sm_{major}{minor}"
+
+
+def kernel_params(a: LaunchArgs) -> list:
+    """The kernel's parameters as CuPy passes them: pointers as uint64, then the sizes as int32 or
+    int64, the kernel's ``const int``/``const long long`` (``a.size_bits``); CuPy sizes each argument
+    by its numpy type, so a mismatch would shift every later parameter."""
+    import numpy as np
+
+    size = np.int32 if a.size_bits == 32 else np.int64
+    return [np.uint64(p) for p in a.pointers] + [size(v) for v in a.sizes]
 
 
 class CudaKernel:
@@ -102,7 +131,6 @@ class CudaKernel:
 
     def __call__(self, inputs: Sequence[Any], outputs: Sequence[Any], sizes: Mapping[str, int] | None = None) -> None:
         import cupy
-        import numpy as np
         import torch
 
         a = launch_args(self.kernel, inputs, outputs, sizes)
@@ -110,7 +138,7 @@ class CudaKernel:
             return
         grid, block = a.grid, a.block
         device = outputs[0].device if outputs else inputs[0].device
-        args = [np.uint64(p) for p in a.pointers] + [np.int64(v) for v in a.sizes]
+        args = kernel_params(a)
         with cupy.cuda.Device(device.index if device.index is not None else torch.cuda.current_device()):
             fn = self._load()
             stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)

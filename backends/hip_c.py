@@ -25,14 +25,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .c_build import BinaryCache, BuildError, cache_root, launch_args
+from .c_build import BinaryCache, BuildError, LaunchArgs, cache_root, launch_args
 from .cstyle import HIP, CKernel, Numerics, render
 from .kernel_ir import KernelIR
 
 log = logging.getLogger("agnostic_rt.backends.cstyle")
 
 __all__ = ["ARCHS", "ensure_hiprtc", "hiprtc_version", "supported_archs", "build_code_object", "HipKernel",
-           "compile_c", "BuildError"]
+           "compile_c", "BuildError", "kernel_params"]
 
 #: Architectures the tests build for.
 ARCHS = ("gfx90a",)
@@ -153,11 +153,18 @@ class HipKernel:
             return
         grid, block = a.grid, a.block
         device = outputs[0].device if outputs else inputs[0].device
-        # Pointers then int64 sizes, laid out as the kernel's parameters (hip-python pads for alignment).
-        extra = tuple(ctypes.c_void_p(p) for p in a.pointers) + tuple(ctypes.c_int64(v) for v in a.sizes)
+        extra = kernel_params(a)
         stream = hip.hipStream_t.fromObj(torch.cuda.current_stream(device).cuda_stream)  # ROCm torch names it "cuda"
         (err,) = hip.hipModuleLaunchKernel(self._load(), grid, 1, 1, block, 1, 1, 0, stream, None, extra)
         _check(err, "hipModuleLaunchKernel")
+
+
+def kernel_params(a: LaunchArgs) -> tuple:
+    """The kernel's parameters for hipModuleLaunchKernel: pointers, then the sizes as int32 or int64,
+    as the kernel declares them (``a.size_bits``), laid out as its parameters (hip-python pads for
+    alignment)."""
+    size = ctypes.c_int32 if a.size_bits == 32 else ctypes.c_int64
+    return tuple(ctypes.c_void_p(p) for p in a.pointers) + tuple(size(v) for v in a.sizes)
 
 
 def _check(err, what: str) -> None:

@@ -2,7 +2,8 @@
 
 Numerics run the emitted C through g++ (backends/c_host.py: threads as GPU threads, a 4-lane warp)
 and compare with ATen: hand-built kernels at odd sizes, every scalar op on special values, and every
-kernel group of the zoo's training steps against the same FX nodes run by ATen.
+kernel group of the zoo's training steps against the same FX nodes run by ATen. Kernels index in 32
+bits where every index fits, else in 64 (``cstyle.FORCE_INDEX_BITS`` runs the wide path at test sizes).
 """
 
 from __future__ import annotations
@@ -11,12 +12,23 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.fx.experimental.proxy_tensor import make_fx
 from zoo_kernels import FAMILIES, handmade, op_cases, op_irs, unique_irs, zoo_kernels
 
-from agnostic_rt.backends.c_host import HostModule, available, render_host
-from agnostic_rt.backends.cstyle import CUDA, HIP, render
-from agnostic_rt.backends.kernel_ir import KernelBuilder, Var, iadd, imul
+from agnostic_rt.backends import cstyle
+from agnostic_rt.backends.c_build import launch_args
+from agnostic_rt.backends.c_host import HostModule, _launcher, available, render_host
+from agnostic_rt.backends.cstyle import CUDA, HIP, render, render_module
+from agnostic_rt.backends.emitters import CLauncher
+from agnostic_rt.backends.kernel_ir import INT32_MAX, KernelBuilder, Var, iadd, imul
+from agnostic_rt.backends.triton_backend import TritonBackend
 from agnostic_rt.backends.triton_launch import init_outputs
+from agnostic_rt.config import Options
+from agnostic_rt.decomp import decompositions_for
+from agnostic_rt.passes.partition import KERNEL, partition
+from agnostic_rt.program import build_program
+from agnostic_rt.targets import get_target
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs g++ for the host numerics")
 
@@ -309,8 +321,9 @@ def _check_output(got: torch.Tensor, ref32: torch.Tensor, ref64: torch.Tensor | 
     assert err_c <= 2 * err_aten + 1e-6, f"error vs fp64 {err_c:.3g} > 2 x ATen's {err_aten:.3g} + 1e-6"
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_every_zoo_kernel_matches_aten_on_the_host(family):
+@pytest.mark.parametrize("family,bits", [(f, None) for f in FAMILIES] + [("gpt2", 64)])
+def test_every_zoo_kernel_matches_aten_on_the_host(family, bits, monkeypatch):
+    monkeypatch.setattr(cstyle, "FORCE_INDEX_BITS", bits)  # None: each kernel's own choice (nearly all 32)
     kernels = unique_irs(zoo_kernels(family))
     rendered = [render_host(k.ir) for k in kernels]
     module = HostModule(rendered)
@@ -338,12 +351,126 @@ def test_every_zoo_kernel_matches_aten_on_the_host(family):
 
 
 def test_launch_args_pack_pointers_then_sizes_and_skip_empty_launches():
-    from agnostic_rt.backends.c_build import launch_args
-
     kernel = render(_row_max_ir(8), CUDA)
     x, out = torch.randn(5, 1000), torch.empty(5)
     a = launch_args(kernel, [x], [out], {kernel.ir.sizes[0].name: 5})
     assert a.pointers == (x.data_ptr(), out.data_ptr()) and a.sizes == (5, 1000) and a.grid >= 1
+    assert a.size_bits == 32  # [5, 1000] indexes in 32 bits
     assert launch_args(kernel, [x], [out], {kernel.ir.sizes[0].name: 0}) is None
     with pytest.raises(ValueError, match="takes 1 inputs and 1 outputs, got 2 and 1"):
         launch_args(kernel, [x, x], [out])
+
+
+# ---------------------------------------------------------------------------------- index width
+
+
+def _strided_read(rows: int, row_stride: int):
+    """out[x0] = in[x0 * stride]: few points, possibly far apart."""
+    b = KernelBuilder("strided")
+    src, out = b.input("in0", "float32"), b.output("out0", "float32")
+    n, stride = b.size("n", rows), b.size("stride", row_stride)
+    b.store(out, Var("x0"), b.load(src, imul(Var("x0"), stride)))
+    return b.build([n], [])
+
+
+def test_kernels_index_in_32_bits_where_every_index_fits_else_in_64(monkeypatch):
+    narrow = render(_row_max_ir(8), CUDA)
+    assert narrow.index_bits == 32 and narrow.size_ctype == "int"
+    assert "const int s0" in narrow.body and "long long x" not in narrow.body and "LL" not in narrow.body
+    assert "long long r" not in narrow.body and "for (unsigned rindex" in narrow.body
+    wide = render(_strided_read(9, 2**28), CUDA)  # 8 * 2**28 > INT32_MAX, though only 9 points
+    assert wide.index_bits == 64 and "const long long s1" in wide.body
+    assert render(_strided_read(7, 2**28), CUDA).index_bits == 32
+    monkeypatch.setattr(cstyle, "FORCE_INDEX_BITS", 64)
+    forced = render(_row_max_ir(8), CUDA)
+    assert forced.index_bits == 64 and "const long long s0" in forced.body
+    # The widths of one IR are two kernels, which one module can hold side by side.
+    assert forced.name != narrow.name
+    module = render_module([narrow, forced], CUDA)
+    assert narrow.name in module and forced.name in module
+
+
+def test_argmax_indices_stay_64_bit_and_gathers_promote_in_a_32_bit_kernel():
+    extremes = render(handmade()["row_extremes"], CUDA)
+    assert extremes.index_bits == 32 and "long long acc3_i = AG_I64_MAX" in extremes.body
+    gather = render(handmade()["embedding"], CUDA)
+    assert gather.index_bits == 32 and "((long long)v0) * s1" in gather.body  # 64-bit from the gathered row on
+
+
+def test_a_32_bit_grid_stride_loop_cannot_wrap():
+    """The counter is unsigned and the grid keeps a step below 2**31: from any index below
+    xnumel <= INT32_MAX, one more step stays below 2**32."""
+    n = INT32_MAX - (1 << 18)  # fits index_fits_int32's headroom: 32-bit
+    k = render(_strided_read(n, 1), CUDA)
+    assert k.index_bits == 32 and "for (unsigned xindex" in k.body
+    grid, block = k.launch(max_grid=1 << 30)
+    assert grid * block <= 1 << 31 and (n - 1) + grid * block < 1 << 32
+
+
+def test_a_32_bit_kernel_refuses_sizes_it_would_overflow_at():
+    kernel = render(_row_max_ir(8), CUDA)
+    x, out = torch.randn(5, 1000), torch.empty(5)
+    assert launch_args(kernel, [x], [out], {"s0": 4096}).sizes == (4096, 1000)  # other sizes that fit
+    with pytest.raises(ValueError, match="32 bits"):
+        launch_args(kernel, [x], [out], {"s0": 1 << 22})  # rows * 1000 > INT32_MAX
+    wide = render(_row_max_ir(8), CUDA, bits=64)
+    assert launch_args(wide, [x], [out], {"s0": 1 << 22}).size_bits == 64
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_the_host_launcher_passes_sizes_in_the_kernels_width(bits):
+    kernel = render_host(_row_max_ir(8), bits=bits)
+    assert kernel.index_bits == bits
+    assert f"const {'int' if bits == 32 else 'long long'}* sizes" in _launcher(kernel)
+    x = torch.randn(5, 1000)
+    out = torch.full((5,), math.nan)
+    HostModule([kernel])[kernel.name]([x], [out], {"s0": 5})
+    torch.testing.assert_close(out, x.amax(1))
+
+
+def _c_program(fn, args):
+    """``fn`` compiled for h100 with emitter="c" in interpret mode: every kernel group is C on g++."""
+    tgt = get_target("h100").with_device("cpu")
+    gm = make_fx(fn, decomposition_table=decompositions_for(tgt))(*args)
+    groups = partition(gm, tgt)
+    backend = TritonBackend(tgt, Options.from_user({"target": "h100", "interpret": True, "emitter": "c"}))
+    launchers = {k: backend.compile(g) for k, g in enumerate(groups) if g.kind == KERNEL}
+    assert launchers and all(isinstance(ln, CLauncher) for ln in launchers.values())
+    return build_program(gm, groups, launchers), list(launchers.values())
+
+
+WIDTH_CASES = {  # kernels that split their linear index: what 32-bit indexing is for
+    "transpose_broadcast": (lambda a, b: a.t() * b, (70, 33), (33, 1)),
+    "column_sum": (lambda a: a.sum(0), (37, 50)),
+    "column_argmax": (lambda a: torch.argmax(a, 0), (37, 50)),
+    "long_row_argmax": (lambda a: torch.argmax(a + 1, 1), (3, 700)),  # one block per row
+    "transposed_softmax": (lambda a: torch.softmax(a.t(), -1), (40, 30)),
+}
+
+
+@pytest.mark.parametrize("bits", [None, 64])
+@pytest.mark.parametrize("case", sorted(WIDTH_CASES))
+def test_both_index_widths_match_aten_through_the_c_emitter(case, bits, monkeypatch):
+    """None: the emitter's own choice, which is 32 bits at these sizes; 64: forced."""
+    monkeypatch.setattr(cstyle, "FORCE_INDEX_BITS", bits)
+    fn, *shapes = WIDTH_CASES[case]
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(s, generator=g) for s in shapes]
+    program, launchers = _c_program(fn, args)
+    assert {ln.kernel.kernel.index_bits for ln in launchers} == {bits or 32}
+    got = program(*args)
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    torch.testing.assert_close(got, fn(*args))
+    assert not any(ln._failed for ln in launchers)
+
+
+@pytest.mark.parametrize("bits", [None, 64])
+def test_both_index_widths_gather_rows(bits, monkeypatch):
+    monkeypatch.setattr(cstyle, "FORCE_INDEX_BITS", bits)
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(50, 24, generator=g), torch.randint(0, 50, (3, 7), generator=g)]
+    fn = lambda w, i: F.embedding(i, w) * 2  # noqa: E731
+    program, launchers = _c_program(fn, args)
+    assert {ln.kernel.kernel.index_bits for ln in launchers} == {bits or 32}
+    got = program(*args)
+    torch.testing.assert_close(got[0] if isinstance(got, (tuple, list)) else got, fn(*args))

@@ -5,10 +5,14 @@ On a machine with an NVIDIA GPU (marker ``gpu``) the launch path runs and is com
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 from zoo_kernels import FAMILIES, handmade, op_irs, unique_irs, zoo_kernels
 
+from agnostic_rt.backends.c_build import launch_args
 from agnostic_rt.backends.cstyle import CUDA, render, render_module
 
 cuda_c = pytest.importorskip("agnostic_rt.backends.cuda_c")
@@ -79,6 +83,43 @@ def test_compile_c_builds_for_the_targets_arch_without_a_gpu():
 
     kernel = cuda_c.compile_c(handmade()["softmax"], get_target("h100"))
     assert kernel.arch == "sm_90" and kernel.cubin[:4] == b"\x7fELF"
+
+
+def _divides_in_64_bits(ptx: str) -> int:
+    return len(re.findall(r"\b(div|rem)\.[su]64\b", ptx))
+
+
+def _hand_kernels(bits: int) -> list:
+    out = []
+    for ir in handmade().values():
+        out += [render(ir, CUDA, mode=m, bits=bits) for m in (("warp", "block") if ir.is_reduction else ("pointwise",))]
+    return out
+
+
+def test_32_bit_kernels_have_no_64_bit_divides_in_their_ptx():
+    """The point of 32-bit indexing, in NVRTC's PTX for sm_90: a GPU has no 64-bit integer divide
+    (each div/rem.s64 is a ~70-instruction call), and the index split of a transpose + broadcast, a
+    column reduction or a row argmax costs 32-bit arithmetic only. Forcing 64 bits brings them back."""
+    narrow, wide = _hand_kernels(32), _hand_kernels(64)
+    assert all(render(k.ir, CUDA, mode=k.mode).index_bits == 32 for k in narrow)  # the emitter's own choice
+    ptx32 = cuda_c.build_ptx(render_module(narrow, CUDA), "sm_90")
+    ptx64 = cuda_c.build_ptx(render_module(wide, CUDA), "sm_90")
+    assert _divides_in_64_bits(ptx32) == 0
+    assert _divides_in_64_bits(ptx64) > 0  # the check can tell the two apart
+    for bits, kernels in ((32, narrow), (64, wide)):
+        cubin = cuda_c.build_cubin(render_module(kernels, CUDA), "sm_80", cache=False)
+        assert all(k.name.encode() in cubin for k in kernels), bits
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_cupy_gets_the_sizes_in_the_kernels_width(bits):
+    kernel = render(handmade()["softmax"], CUDA, bits=bits)
+    x, out, am = torch.randn(3, 5).half(), torch.empty(3, 5).half(), torch.empty(3, dtype=torch.long)
+    a = launch_args(kernel, [x], [out, am], {"s0": 3, "s1": 5})
+    params = cuda_c.kernel_params(a)
+    assert [type(p) for p in params] == [np.uint64] * 3 + [np.int32 if bits == 32 else np.int64] * 2
+    assert [int(p) for p in params[3:]] == [3, 5]
+    assert f"const {'int' if bits == 32 else 'long long'} s0" in kernel.body
 
 
 @pytest.mark.gpu

@@ -5,9 +5,16 @@ Loading and launching on an AMD GPU (backends/hip_c.HipKernel) is untested: no A
 
 from __future__ import annotations
 
+import ctypes
+import re
+import shutil
+import subprocess
+
 import pytest
+import torch
 from zoo_kernels import FAMILIES, handmade, op_irs, unique_irs, zoo_kernels
 
+from agnostic_rt.backends.c_build import launch_args
 from agnostic_rt.backends.cstyle import HIP, render, render_module
 
 hip_c = pytest.importorskip("agnostic_rt.backends.hip_c")
@@ -70,3 +77,39 @@ def test_compile_c_builds_for_an_mi250x_without_a_gpu():
 
     kernel = hip_c.compile_c(handmade()["layer_norm"], get_target("mi250x"))
     assert kernel.arch == "gfx90a" and _is_amdgpu_elf(kernel.code)
+
+
+def _instructions(code: bytes, tmp_path) -> int:
+    """Static AMDGCN instruction count of a code object (llvm-objdump's disassembly)."""
+    path = tmp_path / "k.hsaco"
+    path.write_bytes(code)
+    out = subprocess.run(["llvm-objdump", "-d", "--mcpu=gfx90a", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    return sum(1 for line in out.splitlines() if re.match(r"\s+[a-z_][a-z0-9_]*(\s|$)", line))
+
+
+def test_both_index_widths_build_and_32_bits_is_shorter(tmp_path):
+    """AMD GPUs have no integer divide at all; a 64-bit one expands to a long inline sequence."""
+    built = {}
+    for bits in (32, 64):
+        kernels = []
+        for ir in handmade().values():
+            modes = ("warp", "block") if ir.is_reduction else ("pointwise",)
+            kernels += [render(ir, HIP, mode=m, bits=bits) for m in modes]
+        code = hip_c.build_code_object(render_module(kernels, HIP), "gfx90a", cache=False)
+        assert _is_amdgpu_elf(code) and all(k.name.encode() in code for k in kernels)
+        built[bits] = code
+    if shutil.which("llvm-objdump") is None:
+        pytest.skip("no llvm-objdump to count the instructions")
+    assert _instructions(built[32], tmp_path) < _instructions(built[64], tmp_path)
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_hip_gets_the_sizes_in_the_kernels_width(bits):
+    kernel = render(handmade()["cat"], HIP, bits=bits)
+    p, q, out = torch.randn(4), torch.randn(13), torch.empty(17)
+    a = launch_args(kernel, [p, q], [out], {"s0": 4, "s1": 13, "s2": 17})
+    params = hip_c.kernel_params(a)
+    size = ctypes.c_int32 if bits == 32 else ctypes.c_int64
+    assert [type(v) for v in params] == [ctypes.c_void_p] * 3 + [size] * 3
+    assert [v.value for v in params[3:]] == [4, 13, 17]
