@@ -1,23 +1,23 @@
-"""Fold chains of ATen view ops in a compiled program into one cheap reinterpretation each.
+"""Fold chains of ATen view ops in a compiled program into one ``as_strided`` view each.
 
 Between library calls a program keeps views (GPT-2's attention: ``view -> view -> permute`` around
-every matmul): metadata only, but each is a dispatched ATen call (~6 us of host time each on our
-dev machine), and a small model on a GPU is host-bound. Every view op's result layout is a
-function of its input's layout, which the graph's fake values record, so a chain ending at node
-``v`` over a non-view ``root`` is ``root`` reinterpreted with ``v``'s sizes, strides and storage
-offset (relative to ``root``'s): Inductor's ``reinterpret_tensor``, ~2 us.
+every matmul; the forward's views saved for backward): metadata only, but each is an ATen call
+through its OpOverload (~4-6 us of host time each on our dev machine), and a small model on a GPU is
+host-bound. Every view op's result layout is a function of its input's layout, which the graph's
+fake values record, so a chain ending at node ``v`` over a non-view ``root`` is
+``root.as_strided(v's sizes, strides, root's offset + v's relative offset)``: one Tensor-method call
+(~2 us), and still a real view (same storage, version counter and autograd as the chain's end).
 
 That holds while ``root`` has the layout the graph recorded. Graph inputs are guarded by Dynamo and
 our kernels' outputs are allocated in the recorded layout, but a library op could in principle
 return another layout than its fake implementation, so each call compares ``root``'s strides (one
-tuple compare) and replays the original chain when they differ. Chains feeding the graph output
-or a mutating op, and anything with symbolic sizes, are left alone.
+tuple compare) and replays the original chain when they differ. Chains a mutating op reads, and
+anything with symbolic sizes, are left alone.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import torch
 import torch.fx as fx
@@ -35,10 +35,6 @@ VIEW_OPS = frozenset({
 #: Ops returning a list of views of their first argument (read through getitem).
 MULTI_VIEW_OPS = frozenset({aten.split.Tensor, aten.split_with_sizes.default, aten.unbind.int})
 
-_reinterpret: Callable = getattr(getattr(torch._C._dynamo, "guards", None), "_reinterpret_tensor", None) or (
-    lambda t, size, stride, offset: t.as_strided(size, stride, t.storage_offset() + offset))
-
-
 def view_source(n: fx.Node) -> fx.Node | None:
     """The node ``n`` is a view of, or None when ``n`` is not a view op (a getitem of a split is)."""
     if n.op != "call_function" or not n.args or not isinstance(n.args[0], fx.Node):
@@ -53,8 +49,8 @@ def view_source(n: fx.Node) -> fx.Node | None:
 
 
 class ViewOf:
-    """``root`` reinterpreted as the end of a view chain; the chain itself when ``root``'s layout is
-    not the recorded one (or autograd must see the views)."""
+    """The end of a view chain as one ``as_strided`` view of its root; the chain itself when the
+    root's layout is not the recorded one."""
 
     def __init__(self, size, stride, offset: int, root_stride: tuple[int, ...], chain: list[fx.Node]):
         self.size, self.stride, self.offset, self.root_stride = tuple(size), tuple(stride), offset, root_stride
@@ -69,8 +65,8 @@ class ViewOf:
         self.__name__ = self.__qualname__ = "view_of"
 
     def __call__(self, root: torch.Tensor) -> torch.Tensor:
-        if root.stride() == self.root_stride and not (root.requires_grad and torch.is_grad_enabled()):
-            return _reinterpret(root, self.size, self.stride, self.offset)
+        if root.stride() == self.root_stride:
+            return root.as_strided(self.size, self.stride, root.storage_offset() + self.offset)
         return self.replay(root)
 
     def replay(self, root: torch.Tensor) -> torch.Tensor:
@@ -101,15 +97,16 @@ def _has_nodes(args) -> bool:
 
 
 def fold_views(gm: fx.GraphModule) -> int:
-    """Replace each view chain's end, where a non-view op reads it, by one :class:`ViewOf` call on
-    the chain's root; the chain's nodes no other op reads go away. Returns the chains folded."""
+    """Replace each view chain's end, where a non-view op or the output reads it, by one
+    :class:`ViewOf` call on the chain's root; the chain's nodes nothing else reads go away. Returns
+    the chains folded."""
     graph = gm.graph
     folded = 0
     for n in list(graph.nodes):
         if view_source(n) is None:
             continue
         readers = [u for u in n.users if view_source(u) is not n and u.target not in MULTI_VIEW_OPS]
-        if not readers or any(u.op == "output" or _mutates(u) for u in n.users):
+        if not readers or any(_mutates(u) for u in n.users):
             continue
         chain, root = [n], view_source(n)
         while view_source(root) is not None:
