@@ -288,7 +288,7 @@ def index_fits_int32(ir: KernelIR) -> bool:
             a, b = bound(e.a), bound(e.b)
             if a is None or b is None:
                 return None
-            v = {"+": a + b, "*": a * b, "//": a, "%": min(a, b)}[e.kind]
+            v = {"+": a + b, "*": a * b, "//": a // _divisor(e.b, sizes) + 1, "%": min(a, b)}[e.kind]
         ok = ok and v <= INT32_MAX
         return v
 
@@ -297,6 +297,13 @@ def index_fits_int32(ir: KernelIR) -> bool:
     for e in exprs:
         bound(e)
     return ok
+
+
+def _divisor(e: IndexExpr, sizes: dict[str, int]) -> int:
+    """The least ``|e|`` can be as a divisor: its value when it holds no loop variable, else 1."""
+    if index_vars(e) or index_ops(e):
+        return 1
+    return max(abs(eval_size(e, sizes)), 1)
 
 
 def index_vars(expr: IndexExpr) -> set[str]:

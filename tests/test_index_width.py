@@ -17,10 +17,12 @@ from kernel_harness import check, compile_fn
 from agnostic_rt.backends import triton_emit
 from agnostic_rt.backends.kernel_ir import (
     INT32_MAX,
+    Const,
     IndirectIndex,
     KernelBuilder,
     Var,
     iadd,
+    ifloordiv,
     imul,
     index_fits_int32,
 )
@@ -51,6 +53,15 @@ def test_more_points_than_int32_needs_64_bits():
     n = b.size("n", INT32_MAX)
     b.store(out, Var("x0"), b.load(src, Var("x0")))
     assert not index_fits_int32(b.build([n], []))
+
+
+def test_a_quotient_is_bounded_by_its_divisor():
+    """``(x0 // 4096) * 2**18`` over 2**24 points reaches 2**30: 32 bits, although ``x0 * 2**18`` would not fit."""
+    b = KernelBuilder("k")
+    src, out = b.input("in0", "float32"), b.output("out0", "float32")
+    n = b.size("n", 2**24)
+    b.store(out, Var("x0"), b.load(src, imul(ifloordiv(Var("x0"), Const(4096)), Const(2**18))))
+    assert index_fits_int32(b.build([n], []))
 
 
 def test_a_gathered_index_is_64_bit_and_not_bounded():
