@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The one prepared script for a lent NVIDIA GPU (torch 2.11 / triton 3.6 / Python 3.12 there).
-# Usage (device tool): bash bench/gpu_check.sh [quick|full]     results land in $OUT (or ./out).
+# Usage (device tool): bash bench/gpu_check.sh [smoke|quick|full]     results land in $OUT (or ./out).
 # Stages: install -> numerics (zoo vs eager and fp64) -> kernel bandwidth vs copy -> zoo steady
 # times eager / Inductor / agnostic -> where a step's time goes (host vs device busy, torch.profiler;
-# gpt2, mlp) -> agnostic's steady times with every launch through Triton's JIT -> (quick, full) the
-# C emitter: its GPU tests (CuPy launch vs ATen) and the zoo's steady times with emitter="c" and
-# "autotune". Each stage has its own time limit so one slow stage cannot eat the lease; the tables
-# print last. The defaults add up past one 600 s device call; to fit one:
+# gpt2, mlp) -> agnostic's steady times with every launch through Triton's JIT -> (quick, full)
+# agnostic's steady times with CUDA graphs, then the GPU tests (launch, CUDA graphs, CuPy C kernels)
+# and the zoo's steady times with emitter="c" and "autotune". Each stage has its own time limit so
+# one slow stage cannot eat the lease; the tables print last. The defaults add up past one 600 s device call; to fit one:
 #   T_NUMERICS=100 T_KERNELS=60 T_COMPARE=170 T_PROFILE=100 T_JIT=60 bash bench/gpu_check.sh smoke
 set -uo pipefail
 MODE=${1:-quick}
@@ -47,6 +47,10 @@ AGNOSTIC_RT_DIRECT_LAUNCH=0 timeout ${T_JIT:-90} $PY bench/compare.py --inproces
 echo "jit-launch exit $?" >> "$OUT/jit_launch.log"
 
 if [ "$MODE" != smoke ]; then
+  # agnostic replaying static programs as CUDA graphs (options cudagraphs; mode="reduce-overhead").
+  timeout ${T_CUDAGRAPHS:-90} $PY bench/compare.py --inprocess --device cuda --backends agnostic \
+    --options '{"cudagraphs": true}' --models mlp gpt2 --steps 30 > "$OUT/cudagraphs.log" 2>&1
+  echo "cudagraphs exit $?" >> "$OUT/cudagraphs.log"
   timeout ${T_EMITTERS:-150} bash -c "$PY -m pytest -q -m gpu tests/test_triton_launch.py tests/test_emitters.py tests/test_cuda_c.py; \
     for e in c autotune; do $PY bench/compare.py --inprocess --device cuda --backends agnostic \
       --options '{\"emitter\": \"'\$e'\"}' --models mlp gpt2 --steps 30; done" > "$OUT/emitters.log" 2>&1
@@ -58,4 +62,5 @@ echo; echo "== kernels"; grep -E '^\||copy bandwidth|exit' "$OUT/kernels.log" | 
 echo; echo "== steady times"; grep -E '^\||exit' "$OUT/compare.log" | tail -30
 echo; echo "== profile"; grep -E '^\||^machine|exit|^top (host|device) [a-z0-9_]+/[a-z]+/agnostic ' "$OUT/profile.log" | tail -24
 [ -f "$OUT/jit_launch.log" ] && { echo; echo "== agnostic with JIT launches"; grep -E '^\||exit' "$OUT/jit_launch.log" | tail -8; }
+[ -f "$OUT/cudagraphs.log" ] && { echo; echo "== agnostic with CUDA graphs"; grep -E '^\||exit' "$OUT/cudagraphs.log" | tail -8; }
 [ -f "$OUT/emitters.log" ] && { echo; echo "== C emitter"; grep -E '^\||passed|failed|exit' "$OUT/emitters.log" | tail -14; }
