@@ -249,3 +249,25 @@ def test_cudagraphs_capture_the_mlp_training_step_and_match_eager(caplog):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5)
     torch._dynamo.reset()
     assert [r for r in caplog.records if "captured a CUDA graph" in r.getMessage()]
+
+
+def test_the_runner_gets_exactly_the_arguments_the_jit_binds():
+    """What the JIT hands its binary's launcher (``bound_args.values()``) is what the direct launch
+    passes: every parameter in order, constexprs last (checked with Triton's own binder, built for
+    sm_90 without a GPU)."""
+    jit = pytest.importorskip("triton.runtime.jit")
+    if not hasattr(jit, "create_function_from_signature"):
+        pytest.skip("this Triton builds its binder differently")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import make_backend
+
+    c = compile_fn(lambda a, b: torch.softmax(a * b, -1), torch.randn(7, 33), torch.randn(33))
+    ln = next(iter(c.launchers.values()))
+    fn = ln.gk.function(interpret=False)
+    binder = jit.create_function_from_signature(fn.signature, fn.params, make_backend(GPUTarget("cuda", 90, 32)))
+    ins, outs = [torch.randn(7, 33), torch.randn(33)], [torch.empty(7, 33)]
+    cfg = candidate_configs(ln.kernel, ln.xnumel, ln.rnumel, interpret=False)[0]
+    bound, _, _ = binder(*ins, *outs, *ln.sizes, **{k: cfg[k] for k in ln.kernel.constexprs})
+    ours = (*ins, *outs, *ln.sizes, *(cfg[k] for k in ln.kernel.constexprs))
+    assert len(bound) == len(ours)
+    assert all(a is b if isinstance(b, torch.Tensor) else a == b for a, b in zip(bound.values(), ours))
