@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.fx.experimental.proxy_tensor import make_fx
-from zoo_kernels import FAMILIES, handmade, op_cases, op_irs, unique_irs, zoo_kernels
+from zoo_kernels import FAMILIES, handmade, op_cases, op_irs, strided_read, unique_irs, zoo_kernels
 
 from agnostic_rt.backends import cstyle
 from agnostic_rt.backends.c_build import launch_args
@@ -364,23 +364,14 @@ def test_launch_args_pack_pointers_then_sizes_and_skip_empty_launches():
 # ---------------------------------------------------------------------------------- index width
 
 
-def _strided_read(rows: int, row_stride: int):
-    """out[x0] = in[x0 * stride]: few points, possibly far apart."""
-    b = KernelBuilder("strided")
-    src, out = b.input("in0", "float32"), b.output("out0", "float32")
-    n, stride = b.size("n", rows), b.size("stride", row_stride)
-    b.store(out, Var("x0"), b.load(src, imul(Var("x0"), stride)))
-    return b.build([n], [])
-
-
 def test_kernels_index_in_32_bits_where_every_index_fits_else_in_64(monkeypatch):
     narrow = render(_row_max_ir(8), CUDA)
     assert narrow.index_bits == 32 and narrow.size_ctype == "int"
     assert "const int s0" in narrow.body and "long long x" not in narrow.body and "LL" not in narrow.body
     assert "long long r" not in narrow.body and "for (unsigned rindex" in narrow.body
-    wide = render(_strided_read(9, 2**28), CUDA)  # 8 * 2**28 > INT32_MAX, though only 9 points
+    wide = render(strided_read(9, 2**28), CUDA)  # 8 * 2**28 > INT32_MAX, though only 9 points
     assert wide.index_bits == 64 and "const long long s1" in wide.body
-    assert render(_strided_read(7, 2**28), CUDA).index_bits == 32
+    assert render(strided_read(7, 2**28), CUDA).index_bits == 32
     monkeypatch.setattr(cstyle, "FORCE_INDEX_BITS", 64)
     forced = render(_row_max_ir(8), CUDA)
     assert forced.index_bits == 64 and "const long long s0" in forced.body
@@ -401,7 +392,7 @@ def test_a_32_bit_grid_stride_loop_cannot_wrap():
     """The counter is unsigned and the grid keeps a step below 2**31: from any index below
     xnumel <= INT32_MAX, one more step stays below 2**32."""
     n = INT32_MAX - (1 << 18)  # fits index_fits_int32's headroom: 32-bit
-    k = render(_strided_read(n, 1), CUDA)
+    k = render(strided_read(n, 1), CUDA)
     assert k.index_bits == 32 and "for (unsigned xindex" in k.body
     grid, block = k.launch(max_grid=1 << 30)
     assert grid * block <= 1 << 31 and (n - 1) + grid * block < 1 << 32

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from kernel_harness import check, compile_fn
+from zoo_kernels import strided_read
 
 from agnostic_rt.backends import triton_emit
 from agnostic_rt.backends.kernel_ir import (
@@ -29,22 +30,13 @@ from agnostic_rt.backends.kernel_ir import (
 from agnostic_rt.backends.registry import build_for
 
 
-def _strided_read(rows: int, row_stride: int):
-    """out[x0] = in[x0 * s1]: few points, far apart."""
-    b = KernelBuilder("k")
-    src, out = b.input("in0", "float32"), b.output("out0", "float32")
-    n, stride = b.size("n", rows), b.size("stride", row_stride)
-    b.store(out, Var("x0"), b.load(src, imul(Var("x0"), stride)))
-    return b.build([n], [])
-
-
 def test_small_kernels_index_in_32_bits():
-    assert index_fits_int32(_strided_read(1000, 4096))
+    assert index_fits_int32(strided_read(1000, 4096))
 
 
 def test_a_far_offset_needs_64_bits_even_when_the_kernel_has_few_points():
-    assert not index_fits_int32(_strided_read(9, 2**28))  # 8 * 2**28 > 2**31 - 1
-    assert index_fits_int32(_strided_read(7, 2**28))
+    assert not index_fits_int32(strided_read(9, 2**28))  # 8 * 2**28 > 2**31 - 1
+    assert index_fits_int32(strided_read(7, 2**28))
 
 
 def test_more_points_than_int32_needs_64_bits():

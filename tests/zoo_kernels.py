@@ -184,6 +184,17 @@ def _elementwise(name: str, op: str, in_dtypes: Sequence[str], out_dtype: str, n
     return b.build([b.size("n", n)], [])
 
 
+def strided_read(rows: int, row_stride: int) -> KernelIR:
+    """``out[x0] = in[x0 * stride]``: few points, possibly far apart (an index-width probe)."""
+    from agnostic_rt.backends.kernel_ir import KernelBuilder, Var, imul
+
+    b = KernelBuilder("strided")
+    src, out = b.input("in0", "float32"), b.output("out0", "float32")
+    n, stride = b.size("n", rows), b.size("stride", row_stride)
+    b.store(out, Var("x0"), b.load(src, imul(Var("x0"), stride)))
+    return b.build([n], [])
+
+
 def handmade() -> dict[str, KernelIR]:
     """name -> IR; the references live in the tests (tests/test_cstyle.py)."""
     from agnostic_rt.backends.kernel_ir import Bin, Const, IndirectIndex, KernelBuilder, Var, iadd, imul
