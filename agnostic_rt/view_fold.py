@@ -48,20 +48,22 @@ def view_source(n: fx.Node) -> fx.Node | None:
     return None
 
 
+def _step(n: fx.Node) -> tuple:
+    """How view node ``n`` is made from the tensor it views: (op, args after that tensor, kwargs,
+    getitem index or None). A getitem of a split is the split's op, then the item."""
+    if n.target in VIEW_OPS:
+        return n.target, n.args[1:], dict(n.kwargs), None
+    split = n.args[0]
+    return split.target, split.args[1:], dict(split.kwargs), n.args[1]
+
+
 class ViewOf:
     """The end of a view chain as one ``as_strided`` view of its root; the chain itself when the
     root's layout is not the recorded one."""
 
-    def __init__(self, size, stride, offset: int, root_stride: tuple[int, ...], chain: list[fx.Node]):
+    def __init__(self, size, stride, offset: int, root_stride: tuple[int, ...], steps: list[tuple]):
         self.size, self.stride, self.offset, self.root_stride = tuple(size), tuple(stride), offset, root_stride
-        # (target, args after the viewed tensor, kwargs, getitem index or None), root outwards.
-        self.steps = []
-        for n in chain:
-            if n.target in VIEW_OPS:
-                self.steps.append((n.target, n.args[1:], dict(n.kwargs), None))
-            else:
-                split = n.args[0]
-                self.steps.append((split.target, split.args[1:], dict(split.kwargs), n.args[1]))
+        self.steps = steps  # _step() of each node of the chain, root outwards
         self.__name__ = self.__qualname__ = "view_of"
 
     def __call__(self, root: torch.Tensor) -> torch.Tensor:
@@ -112,20 +114,19 @@ def fold_views(gm: fx.GraphModule) -> int:
         while view_source(root) is not None:
             chain.append(root)
             root = view_source(root)
-        chain.reverse()
+        steps = [_step(c) for c in reversed(chain)]
         end, base = _static_layout(n), _static_layout(root)
-        if end is None or base is None or any(_has_nodes((c.args[1:], c.kwargs)) for c in chain) \
-                or any(_has_nodes((c.args[0].args[1:], c.args[0].kwargs)) for c in chain if c.target not in VIEW_OPS):
+        if end is None or base is None or any(_has_nodes(step[1:]) for step in steps):
             continue
         with graph.inserting_before(n):
-            new = graph.call_function(ViewOf(end[0], end[1], end[2] - base[2], base[1], chain), (root,))
+            new = graph.call_function(ViewOf(end[0], end[1], end[2] - base[2], base[1], steps), (root,))
         new.meta = dict(n.meta)
         n.replace_all_uses_with(new, delete_user_cb=readers.__contains__)
         folded += 1
-    for n in reversed(list(graph.nodes)):  # views (and splits) nothing reads any more
-        if not n.users and (view_source(n) is not None or n.target in MULTI_VIEW_OPS):
-            graph.erase_node(n)
     if folded:
+        for n in reversed(list(graph.nodes)):  # views (and splits) nothing reads any more
+            if not n.users and (view_source(n) is not None or n.target in MULTI_VIEW_OPS):
+                graph.erase_node(n)
         gm.recompile()
         log.debug("folded %d view chains", folded)
     return folded
