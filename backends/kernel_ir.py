@@ -262,8 +262,9 @@ def index_fits_int32(ir: KernelIR) -> bool:
     taken over every load, store and index-op expression, with loop variables at their largest over
     the kernel's points; a tile's lanes past the end only need their linear index to fit (their
     masks come from it; their addresses may wrap, unread). A subexpression holding a gathered index
-    is 64-bit anyway (gathers cast their indices to int64, and Triton promotes) and is not bounded. Sizes are the hints the kernel
-    is generated for: launchers are made per shape, so the hints are the call's sizes.
+    is 64-bit anyway (gathers cast their indices to int64, and Triton promotes) and is not bounded.
+    Sizes are the hints the kernel is generated for: launchers are made per shape, so the hints are
+    the call's sizes.
     """
     sizes = {s.name: s.hint for s in ir.sizes}
     xnumel, rnumel = ir.xnumel_hint, ir.rnumel_hint
