@@ -1,7 +1,7 @@
 """Kernel tier: every generated kernel run alone under the Triton interpreter (CPU) against its group's
 FX nodes through ATen, and built for every GPU target we claim — Triton for cuda sm_80/sm_90 and hip
-gfx90a/gfx942, NVRTC for CUDA C (sm_90), hiprtc for HIP C (gfx90a: Debian's ROCm 5.2 hiprtc cannot
-target gfx942) — whatever hardware is present.
+gfx90a/gfx942, NVRTC for CUDA C (sm_80/sm_90, each its own target), hiprtc for HIP C (gfx90a:
+Debian's ROCm 5.2 hiprtc cannot target gfx942) — whatever hardware is present.
 
 Alone (:func:`check_alone`): each kernel group the backend forms for a zoo model's training step on
 an interpreted target (:mod:`conformance.kernel_groups`) is compiled by the backend, launched once on

@@ -2,7 +2,8 @@
 
 Every run covers the CPU (measured); a CUDA or ROCm GPU when this process sees one (measured); the
 H100 and MI300X kernels through the Triton interpreter on CPU tensors (interpreted, everywhere); and
-the compile-only builds of the kernel tier (sm_80, sm_90, gfx90a, gfx942, NVRTC, hiprtc).
+the compile-only builds of the kernel tier (Triton for sm_80, sm_90, gfx90a, gfx942; NVRTC for sm_80,
+sm_90; hiprtc for gfx90a).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ BUILD_TARGETS: tuple[tuple[str, str, str], ...] = (
     ("triton-sm_90", "cuda", "sm_90"),
     ("triton-gfx90a", "hip", "gfx90a"),
     ("triton-gfx942", "hip", "gfx942"),
+    # NVRTC for the sm the CUDA C tests build (backends.cuda_c.ARCHS): A100 and H100.
+    ("nvrtc-sm_80", "nvrtc", "sm_80"),
     ("nvrtc-sm_90", "nvrtc", "sm_90"),
     # hiprtc of ROCm 5.2 (Debian's) builds gfx90a; MI300's gfx942 needs ROCm >= 5.7.
     ("hiprtc-gfx90a", "hiprtc", "gfx90a"),

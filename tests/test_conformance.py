@@ -12,10 +12,13 @@ import torch
 import torch.fx as fx
 
 import agnostic_rt.passes
+from agnostic_rt.backends import cuda_c
 from agnostic_rt.conformance import cli
 from agnostic_rt.conformance.expect import Expectations
+from agnostic_rt.conformance.kernels import kernel_check
 from agnostic_rt.conformance.report import render_html, write_json
 from agnostic_rt.conformance.results import REPORT_KEYS, RESULT_KEYS, Result
+from agnostic_rt.conformance.runs import BUILD_TARGETS
 from agnostic_rt.conformance.suite import SuiteConfig, run_suite
 
 aten = torch.ops.aten
@@ -140,8 +143,18 @@ def test_kernel_tier_builds_every_generated_kernel_for_every_claimed_target(tmp_
     built = [r for r in report.results if r.tier == "kernel" and r.check == "build" and r.extra.get("generated")]
     assert built, "the interpreted op run generated no kernels"
     targets = {r.target for r in built}
-    assert targets == {"triton-sm_80", "triton-sm_90", "triton-gfx90a", "triton-gfx942", "nvrtc-sm_90", "hiprtc-gfx90a"}
+    assert targets == {"triton-sm_80", "triton-sm_90", "triton-gfx90a", "triton-gfx942", "nvrtc-sm_80", "nvrtc-sm_90",
+                       "hiprtc-gfx90a"}
     assert {r.status for r in built if r.target.startswith("triton-")} == {"pass"}
+
+
+def test_kernel_tier_builds_cuda_c_for_every_arch_the_cuda_c_backend_is_tested_for():
+    nvrtc = {arch: name for name, family, arch in BUILD_TARGETS if family == "nvrtc"}
+    assert set(nvrtc) == set(cuda_c.ARCHS)
+    for arch, name in nvrtc.items():  # each arch is its own target, with its own result
+        r = kernel_check(name)
+        assert (r.target, r.check) == (f"nvrtc-{arch}", "build")
+        assert r.status in ("pass", "skip"), r.message  # skip: NVRTC is not installed here
 
 
 def test_json_report_has_the_documented_schema(tmp_path):
