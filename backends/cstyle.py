@@ -313,16 +313,23 @@ def _identity(kind: str, dtype: str) -> str:
 
 # ------------------------------------------------------------------------------------------ scalar ops
 
-_LIBM = {  # op -> (float32 function, float64 function)
+_LIBM = {  # float op -> (float32 function, float64 function), called with the op's arguments
     "exp": ("expf", "exp"), "exp2": ("exp2f", "exp2"), "expm1": ("expm1f", "expm1"), "log": ("logf", "log"),
     "log2": ("log2f", "log2"), "log1p": ("log1pf", "log1p"), "sqrt": ("sqrtf", "sqrt"),
     "tanh": ("tanhf", "tanh"), "erf": ("erff", "erf"), "sin": ("sinf", "sin"), "cos": ("cosf", "cos"),
     "floor": ("floorf", "floor"), "ceil": ("ceilf", "ceil"), "trunc": ("truncf", "trunc"),
     "round": ("rintf", "rint"),  # rint rounds half to even in the default rounding mode, as torch.round
-    "fmod_f": ("fmodf", "fmod"), "pow_f": ("powf", "pow"), "fabs": ("fabsf", "fabs"),
+    "fmod": ("fmodf", "fmod"), "pow": ("powf", "pow"), "abs": ("fabsf", "fabs"),
 }
 _CMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-_BITS = {"bitwise_and": "&", "bitwise_or": "|", "bitwise_xor": "^"}
+# Binary ops that are one C operator, the result cast back to the op's type (C promotes small
+# integers to int); _INT_INFIX only on integers (their float versions are libm calls).
+_INFIX = {"add": "+", "sub": "-", "mul": "*", "bitwise_and": "&", "bitwise_or": "|", "bitwise_xor": "^"}
+_INT_INFIX = {"truediv": "/", "fmod": "%"}
+
+
+def _infix(ct: str, a: list[str], sym: str) -> str:
+    return f"(({ct})({a[0]} {sym} {a[1]}))"
 
 
 class _OpWriter:
@@ -331,13 +338,16 @@ class _OpWriter:
     def __init__(self, ir: KernelIR, dialect: CDialect, numerics: Numerics, bits: int = 64):
         self.ir, self.dialect, self.fast, self.bits = ir, dialect, numerics == "fast", bits
 
+    def _intrinsic(self, name: str, dtype: str) -> str | None:
+        """The dialect's fast-math intrinsic for op ``name`` on ``dtype``: only under numerics="fast"
+        and never for float64 (the intrinsics are float32)."""
+        if not self.fast or dtype == "float64":
+            return None
+        return self.dialect.fast_math.get(name)
+
     def _fn(self, name: str, dtype: str) -> str:
         f32, f64 = _LIBM[name]
-        if dtype == "float64":
-            return f64
-        if self.fast and name in self.dialect.fast_math:
-            return self.dialect.fast_math[name]
-        return f32
+        return f64 if dtype == "float64" else self._intrinsic(name, dtype) or f32
 
     def cast(self, a: str, src: str, dst: str) -> str:
         """``a`` (a value of dtype ``src``) converted to ``dst``, in register form."""
@@ -405,14 +415,11 @@ class _OpWriter:
             if not _is_float(src[0]):
                 return "false"
             inf = "AG_INF_D" if src[0] == "float64" else "AG_INF_F"
-            return f"({self._fn('fabs', src[0])}({a[0]}) == {inf})"
-        if name in _BITS:
-            return f"(({ct})({a[0]} {_BITS[name]} {a[1]}))"
+            return f"({self._fn('abs', src[0])}({a[0]}) == {inf})"
+        if name in _INFIX:
+            return _infix(ct, a, _INFIX[name])
         if name == "bitwise_not":
             return f"(!{a[0]})" if t == "bool" else f"(({ct})~{a[0]})"
-        if name in ("add", "sub", "mul"):
-            sym = {"add": "+", "sub": "-", "mul": "*"}[name]
-            return f"(({ct})({a[0]} {sym} {a[1]}))"
         if name == "neg":
             return f"(({ct})-{a[0]})"
         if name == "maximum":
@@ -424,28 +431,20 @@ class _OpWriter:
         if not flt:
             return self._int_only(name, a, ct)
         one = c_const(1, t)
+        if fn := self._intrinsic(name, t):  # numerics="fast": the dialect's intrinsic for the op
+            return f"{fn}({', '.join(a)})"
         if name == "truediv":
-            if self.fast and t != "float64" and "truediv" in self.dialect.fast_math:
-                return f"{self.dialect.fast_math['truediv']}({a[0]}, {a[1]})"
             return f"({a[0]} / {a[1]})"
-        if name == "fmod":
-            return f"{self._fn('fmod_f', t)}({a[0]}, {a[1]})"
-        if name == "pow":
-            return f"{self._fn('pow_f', t)}({a[0]}, {a[1]})"
-        if name == "abs":
-            return f"{self._fn('fabs', t)}({a[0]})"
         if name == "reciprocal":
             return f"({one} / {a[0]})"
         if name == "rsqrt":
-            if self.fast and t != "float64" and "rsqrt" in self.dialect.fast_math:
-                return f"{self.dialect.fast_math['rsqrt']}({a[0]})"
             return f"({one} / {self._fn('sqrt', t)}({a[0]}))"  # correctly rounded sqrt, then divide
         if name == "sigmoid":
             return f"({one} / ({one} + {self._fn('exp', t)}(-{a[0]})))"
         if name == "sign":
             return f"(({ct})((({ct})0 < {a[0]}) - ({a[0]} < ({ct})0)))"  # NaN -> 0, as ATen on the CPU
         if name in _LIBM:
-            return f"{self._fn(name, t)}({a[0]})"
+            return f"{self._fn(name, t)}({', '.join(a)})"
         raise NotImplementedError(f"C emitter: op {name!r} on {t} (op {i} of {self.ir.name})")
 
     @staticmethod
@@ -457,10 +456,8 @@ class _OpWriter:
             return f"(({ct})({a[0]} < 0 ? -{a[0]} : {a[0]}))"
         if name == "sign":
             return f"(({ct})((0 < {a[0]}) - ({a[0]} < 0)))"
-        if name == "truediv":
-            return f"(({ct})({a[0]} / {a[1]}))"
-        if name == "fmod":
-            return f"(({ct})({a[0]} % {a[1]}))"
+        if name in _INT_INFIX:
+            return _infix(ct, a, _INT_INFIX[name])
         if name == "pow":
             return f"ag_ipow(({ct}){a[0]}, ({ct}){a[1]})"
         raise NotImplementedError(f"C emitter: op {name!r} on integers ({ct})")
