@@ -1,4 +1,5 @@
-"""The on-disk binary cache shared by the CUDA C and HIP C builders.
+"""What the C-family builders and launchers share: the on-disk binary cache, argument packing
+(:func:`launch_args`) and the GPU launchers' call (:class:`GpuKernel`).
 
 A binary is keyed by (source hash, arch, compiler version, options): a new NVRTC or ROCm, another
 GPU generation or another flag never reuses a stale binary. Writes are atomic (temp file + rename),
@@ -114,3 +115,30 @@ def launch_args(kernel: CKernel, inputs: Sequence[Any], outputs: Sequence[Any],
     kernel.check_sizes(values)
     return LaunchArgs(grid, block, tuple(int(t.data_ptr()) for t in (*inputs, *outputs)),
                       tuple(int(values[s.name]) for s in ir.sizes), kernel.index_bits)
+
+
+class GpuKernel:
+    """The call of a C kernel launcher on a torch GPU: ``kernel(inputs, outputs, sizes=None)``.
+
+    ``inputs``/``outputs`` are GPU tensors in the IR's order (outputs preallocated by the caller,
+    with the strides the IR's store indices assume); ``sizes`` maps size-argument names to values
+    (default: the hints the IR was generated with). The arguments are packed by :func:`launch_args`
+    and launched on torch's current stream of the tensors' device (ROCm torch names its devices and
+    streams "cuda" too); subclasses (``cuda_c.CudaKernel``, ``hip_c.HipKernel``) implement only
+    :meth:`_launch`, which hands them to the vendor's driver API.
+    """
+
+    kernel: CKernel
+
+    def __call__(self, inputs: Sequence[Any], outputs: Sequence[Any], sizes: Mapping[str, int] | None = None) -> None:
+        import torch
+
+        a = launch_args(self.kernel, inputs, outputs, sizes)
+        if a is None:
+            return
+        device = outputs[0].device if outputs else inputs[0].device
+        self._launch(a, device, torch.cuda.current_stream(device).cuda_stream)
+
+    def _launch(self, a: LaunchArgs, device: Any, stream: int) -> None:
+        """Launch the kernel with ``a`` on ``device`` (a torch.device) and ``stream`` (a raw stream handle)."""
+        raise NotImplementedError

@@ -15,10 +15,9 @@ indexes in 32 bits, else int64: ``CKernel.index_bits``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .c_build import BinaryCache, BuildError, LaunchArgs, launch_args
+from .c_build import BinaryCache, BuildError, GpuKernel, LaunchArgs
 from .cstyle import CUDA, CKernel, Numerics, render
 from .kernel_ir import KernelIR
 
@@ -106,13 +105,8 @@ def kernel_params(a: LaunchArgs) -> list:
     return [np.uint64(p) for p in a.pointers] + [size(v) for v in a.sizes]
 
 
-class CudaKernel:
-    """A compiled C kernel for NVIDIA GPUs: ``kernel(inputs, outputs, sizes=None)``.
-
-    ``inputs``/``outputs`` are CUDA tensors in the IR's order (outputs preallocated by the caller,
-    with the strides the IR's store indices assume); ``sizes`` maps size-argument names to values
-    (default: the hints the IR was generated with).
-    """
+class CudaKernel(GpuKernel):
+    """A compiled C kernel for NVIDIA GPUs: ``kernel(inputs, outputs, sizes=None)`` (see GpuKernel)."""
 
     def __init__(self, kernel: CKernel, arch: str, numerics: Numerics = "strict"):
         self.kernel, self.arch, self.numerics = kernel, arch, numerics
@@ -129,20 +123,13 @@ class CudaKernel:
             self._function = module.get_function(self.kernel.name)
         return self._function
 
-    def __call__(self, inputs: Sequence[Any], outputs: Sequence[Any], sizes: Mapping[str, int] | None = None) -> None:
+    def _launch(self, a: LaunchArgs, device: Any, stream: int) -> None:
         import cupy
         import torch
 
-        a = launch_args(self.kernel, inputs, outputs, sizes)
-        if a is None:
-            return
-        grid, block = a.grid, a.block
-        device = outputs[0].device if outputs else inputs[0].device
-        args = kernel_params(a)
         with cupy.cuda.Device(device.index if device.index is not None else torch.cuda.current_device()):
             fn = self._load()
-            stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)
-            fn((grid, 1, 1), (block, 1, 1), args, stream=stream)
+            fn((a.grid, 1, 1), (a.block, 1, 1), kernel_params(a), stream=cupy.cuda.ExternalStream(stream))
 
 
 def compile_c(ir: KernelIR, target: Any = None, *, numerics: Numerics = "strict", arch: str | None = None,

@@ -21,11 +21,10 @@ import glob
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .c_build import BinaryCache, BuildError, LaunchArgs, cache_root, launch_args
+from .c_build import BinaryCache, BuildError, GpuKernel, LaunchArgs, cache_root
 from .cstyle import HIP, CKernel, Numerics, render
 from .kernel_ir import KernelIR
 
@@ -125,8 +124,9 @@ def build_code_object(source: str, arch: str = "gfx90a", *, numerics: Numerics =
     return code
 
 
-class HipKernel:
-    """A compiled C kernel for AMD GPUs: ``kernel(inputs, outputs, sizes=None)`` (UNTESTED on hardware)."""
+class HipKernel(GpuKernel):
+    """A compiled C kernel for AMD GPUs: ``kernel(inputs, outputs, sizes=None)`` (see GpuKernel;
+    UNTESTED on hardware)."""
 
     def __init__(self, kernel: CKernel, arch: str, numerics: Numerics = "strict"):
         self.kernel, self.arch = kernel, arch
@@ -144,18 +144,11 @@ class HipKernel:
             self._module, self._function = module, fn
         return self._function
 
-    def __call__(self, inputs: Sequence[Any], outputs: Sequence[Any], sizes: Mapping[str, int] | None = None) -> None:
-        import torch
+    def _launch(self, a: LaunchArgs, device: Any, stream: int) -> None:
         from hip import hip
 
-        a = launch_args(self.kernel, inputs, outputs, sizes)
-        if a is None:
-            return
-        grid, block = a.grid, a.block
-        device = outputs[0].device if outputs else inputs[0].device
-        extra = kernel_params(a)
-        stream = hip.hipStream_t.fromObj(torch.cuda.current_stream(device).cuda_stream)  # ROCm torch names it "cuda"
-        (err,) = hip.hipModuleLaunchKernel(self._load(), grid, 1, 1, block, 1, 1, 0, stream, None, extra)
+        (err,) = hip.hipModuleLaunchKernel(self._load(), a.grid, 1, 1, a.block, 1, 1, 0,
+                                           hip.hipStream_t.fromObj(stream), None, kernel_params(a))
         _check(err, "hipModuleLaunchKernel")
 
 
