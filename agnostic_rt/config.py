@@ -37,6 +37,9 @@ class Options:
     autotune: bool = True
     # Capture the program in a CUDA graph when shapes are static (GPU only).
     cudagraphs: bool = False
+    # Generated kernels write intermediates into the storage of dead buffers of the same size
+    # (agnostic_rt/memory_plan.py) instead of allocating.
+    reuse_buffers: bool = True
     # triton | c | autotune: what fused groups are emitted as on GPU targets. "c" falls back to Triton
     # (debug log) where the C toolchain is missing or a group has no C form; in interpret mode C
     # kernels run on the CPU through g++ (backends/c_host.py). "autotune" times both on the GPU.
@@ -70,7 +73,7 @@ class Options:
             raise ValueError(f"unknown numerics {self.numerics!r}; expected one of: {', '.join(NUMERICS)}")
         if self.emitter not in EMITTERS:
             raise ValueError(f"unknown emitter {self.emitter!r}; expected one of: {', '.join(EMITTERS)}")
-        for name in ("passes", "interpret", "autotune", "cudagraphs", "eager_fallback"):
+        for name in ("passes", "interpret", "autotune", "cudagraphs", "reuse_buffers", "eager_fallback"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"option {name!r} must be True or False, got {getattr(self, name)!r}")
         if self.debug_dir is not None and not isinstance(self.debug_dir, (str, os.PathLike)):

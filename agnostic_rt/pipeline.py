@@ -10,6 +10,7 @@ import torch.fx as fx
 from . import backends, passes
 from .config import Options
 from .debug import DebugDump
+from .memory_plan import plan_buffers
 from .program import boxed, build_program
 from .targets import Target
 from .view_fold import fold_views
@@ -49,8 +50,9 @@ def compile_graph(gm: fx.GraphModule, example_inputs, *, target: Target, options
         gains[kind] = (float("inf") if kernels else gain, nodes)
     program = build_program(gm, groups, kernels)
     fold_views(program)
+    reused = plan_buffers(program).reused if options.reuse_buffers and kernels else 0
     dump.graph("2_program", program)
     stats = program.meta["agnostic_stats"]
-    log.info("%s graph for %s: %d kernels, %d library calls, %d ATen nodes",
-             kind, target.name, stats.kernels, stats.library, stats.aten)
+    log.info("%s graph for %s: %d kernels, %d library calls, %d ATen nodes, %d kernel outputs in reused buffers",
+             kind, target.name, stats.kernels, stats.library, stats.aten, reused)
     return boxed(program, cudagraphs=options.cudagraphs and target.torch_device.startswith("cuda"))

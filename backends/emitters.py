@@ -28,7 +28,7 @@ import torch
 from agnostic_rt.targets import Target
 
 from .kernel_ir import KernelIR
-from .triton_launch import TuningCache, device_key, stage_call
+from .triton_launch import TuningCache, device_key, fallback_outputs, stage_call
 
 log = logging.getLogger("agnostic_rt.emitters")
 
@@ -99,16 +99,20 @@ class CLauncher:
         self._launched = False
         self._failed = False
         self.__name__ = self.__qualname__ = getattr(getattr(kernel, "kernel", None), "name", ir.name)
+        self.out_specs = spec.out_specs
 
-    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    accepts_reuse = True  # see KernelLauncher
+
+    def __call__(self, *inputs: torch.Tensor, reuse: Sequence[torch.Tensor | None] | None = None
+                 ) -> tuple[torch.Tensor, ...]:
         spec = self.spec
         if self._failed:
-            return tuple(spec.fallback(*inputs))
-        staged = stage_call(inputs, spec.in_strides, spec.out_specs, self.ir, self._device)
+            return fallback_outputs(spec.fallback, inputs)
+        staged = stage_call(inputs, spec.in_strides, spec.out_specs, self.ir, self._device, reuse)
         if staged is None:
             log.debug("C kernel %s (%s): an input layout it cannot read; this call runs through ATen",
                       self.__name__, ", ".join(spec.ops))
-            return tuple(spec.fallback(*inputs))
+            return fallback_outputs(spec.fallback, inputs)
         ins, outs, self._device = staged
         if self._launched:
             self.kernel(ins, outs, self.sizes)
@@ -119,7 +123,7 @@ class CLauncher:
             log.warning("C kernel %s (%s) failed at its first launch; its ops run through ATen: %s",
                         self.__name__, ", ".join(spec.ops), e)
             self._failed = True
-            return tuple(spec.fallback(*inputs))
+            return fallback_outputs(spec.fallback, inputs)
         self._launched = True
         return tuple(outs)
 
@@ -139,11 +143,17 @@ class EmitterAutotuner:
         self.chosen: str | None = None
         first = next(iter(self.candidates.values()))
         self.__name__ = self.__qualname__ = getattr(first, "__name__", "kernel")
+        self.out_specs = getattr(first, "out_specs", ())
+        # The memory plan's reuse= is passed on to the chosen launcher, so every candidate must take it.
+        self.accepts_reuse = all(getattr(c, "accepts_reuse", False) for c in self.candidates.values())
 
-    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def __call__(self, *inputs: torch.Tensor, reuse: Sequence[torch.Tensor | None] | None = None
+                 ) -> tuple[torch.Tensor, ...]:
         if self.chosen is None:
             self.chosen = self._choose(inputs)
-        return self.candidates[self.chosen](*inputs)
+        if reuse is None:
+            return self.candidates[self.chosen](*inputs)
+        return self.candidates[self.chosen](*inputs, reuse=reuse)
 
     def _choose(self, inputs) -> str:
         names = list(self.candidates)

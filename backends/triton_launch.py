@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from agnostic_rt.memory_plan import span_bytes
+
 from .registry import GeneratedKernel, cache_dir
 from .triton_emit import TritonKernelSource
 
@@ -181,14 +183,20 @@ class KernelLauncher:
         # FX names the program's call after these (the kernel's name shows in the program source).
         self.__name__ = self.__qualname__ = self.kernel.name
 
-    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    #: The program's memory plan may pass ``reuse=`` (agnostic_rt/memory_plan.py).
+    accepts_reuse = True
+
+    def __call__(self, *inputs: torch.Tensor, reuse: Sequence[torch.Tensor | None] | None = None
+                 ) -> tuple[torch.Tensor, ...]:
+        """``reuse``: per output, a dead buffer whose storage it may be written into (the program's
+        memory plan, agnostic_rt/memory_plan.py), or None to allocate."""
         if self._failed:
-            return tuple(self.fallback(*inputs))
-        staged = stage_call(inputs, self.in_strides, self.out_specs, self.kernel.ir, self._device)
+            return fallback_outputs(self.fallback, inputs)
+        staged = stage_call(inputs, self.in_strides, self.out_specs, self.kernel.ir, self._device, reuse)
         if staged is None:
             log.debug("kernel %s (%s): an input layout it cannot read; this call runs through ATen",
                       self.kernel.name, ", ".join(self.ops))
-            return tuple(self.fallback(*inputs))
+            return fallback_outputs(self.fallback, inputs)
         ins, outs, dev = staged
         self._device = dev
         if self.xnumel == 0:
@@ -203,7 +211,7 @@ class KernelLauncher:
                 log.warning("kernel %s (%s) failed at its first launch; its ops run through ATen: %s",
                             self.kernel.name, ", ".join(self.ops), e)
                 self._failed = True
-                return tuple(self.fallback(*inputs))
+                return fallback_outputs(self.fallback, inputs)
             if DIRECT_LAUNCH and not self.interpret:
                 self._prepare_direct(compiled, ins, outs)
             return tuple(outs)
@@ -338,21 +346,56 @@ def fit_layout(t: torch.Tensor, stride: Sequence[int]) -> torch.Tensor | None:
 
 def stage_call(inputs: Sequence[torch.Tensor], in_strides: Sequence[tuple[int, ...]],
                out_specs: Sequence[tuple[tuple[int, ...], tuple[int, ...], torch.dtype]], ir,
-               device: torch.device | None):
+               device: torch.device | None, reuse: Sequence[torch.Tensor | None] | None = None):
     """What every launcher does before it launches: inputs fitted to the strides the kernel was
-    generated for, outputs allocated and initialised, and the device they live on (``device``, or
-    the first call's inputs decide). None when an input has a layout the kernel cannot read: the
-    caller runs that call through ATen."""
+    generated for, outputs allocated (or laid over the storage of the dead buffer ``reuse`` names for
+    them) and initialised, and the device they live on (``device``, or the first call's inputs
+    decide). None when an input has a layout the kernel cannot read: the caller runs that call
+    through ATen."""
     ins = fit_layouts(inputs, in_strides)
     if ins is None:
         return None
     if device is None:
         device = next((t.device for t in ins if t.dim() > 0), None) or (
             ins[0].device if ins else torch.device("cpu"))
-    outs = [torch.empty_strided(shape, stride, dtype=dt, device=device) for shape, stride, dt in out_specs]
+    if reuse is None:
+        outs = [torch.empty_strided(shape, stride, dtype=dt, device=device) for shape, stride, dt in out_specs]
+    else:
+        outs = [_output_in(donor, spec, device) for donor, spec in zip(reuse, out_specs)]
     if ir.has_init:
         init_outputs(ir, ins, outs)
     return ins, outs, device
+
+
+def _output_in(donor: torch.Tensor | None, spec, device: torch.device) -> torch.Tensor:
+    """An output of layout ``spec`` in ``donor``'s storage when the plan's promise holds (same dtype
+    and device, a storage large enough): the donor itself when its layout is already ``spec``'s
+    (the common case, no new tensor), else a view of its storage. A fresh allocation otherwise."""
+    shape, stride, dt = spec
+    if donor is None or donor.dtype != dt or donor.device != device:
+        return torch.empty_strided(shape, stride, dtype=dt, device=device)
+    if donor.stride() == stride and donor.shape == shape and donor.storage_offset() == 0:
+        return donor
+    if donor.untyped_storage().nbytes() >= span_bytes(shape, stride, donor.element_size()):
+        return donor.as_strided(shape, stride, 0)
+    return torch.empty_strided(shape, stride, dtype=dt, device=device)
+
+
+def fallback_outputs(fallback: Callable, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The group's outputs through its ATen nodes, each in a storage of its own, as the kernel's are:
+    an output viewing an input or an earlier output (a group ending in a view) is copied. The memory
+    plan takes a kernel's outputs for fresh buffers and reuses one's storage once it is dead."""
+    held = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor) and t.numel()}
+    outs = []
+    for o in fallback(*inputs):
+        if isinstance(o, torch.Tensor) and o.numel():
+            ptr = o.untyped_storage().data_ptr()
+            if ptr in held:
+                o = o.clone()
+                ptr = o.untyped_storage().data_ptr()
+            held.add(ptr)
+        outs.append(o)
+    return tuple(outs)
 
 
 def init_outputs(ir, ins: Sequence[torch.Tensor], outs: Sequence[torch.Tensor]) -> None:
@@ -379,4 +422,4 @@ def fit_layouts(inputs: Sequence[torch.Tensor], strides: Sequence[tuple[int, ...
 
 
 __all__ = ["KernelLauncher", "candidate_configs", "TuningCache", "device_key", "fit_layout", "fit_layouts",
-           "init_outputs"]
+           "init_outputs", "stage_call", "fallback_outputs"]
