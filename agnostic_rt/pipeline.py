@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -50,7 +51,11 @@ def compile_graph(gm: fx.GraphModule, example_inputs, *, target: Target, options
         gains[kind] = (float("inf") if kernels else gain, nodes)
     program = build_program(gm, groups, kernels)
     fold_views(program)
-    reused = plan_buffers(program).reused if options.reuse_buffers and kernels else 0
+    reused = 0
+    if options.reuse_buffers and kernels:
+        plan = plan_buffers(program)
+        dump.json("3_memory_plan.json", dataclasses.asdict(plan))
+        reused = plan.reused
     dump.graph("2_program", program)
     stats = program.meta["agnostic_stats"]
     log.info("%s graph for %s: %d kernels, %d library calls, %d ATen nodes, %d kernel outputs in reused buffers",

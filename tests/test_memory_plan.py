@@ -3,13 +3,13 @@ of the same size; nothing that is alive, escapes or is read by an opaque call is
 
 from __future__ import annotations
 
+import json
 import operator
 
 import pytest
 import torch
 import torch.fx as fx
 
-from agnostic_rt import pipeline
 from agnostic_rt.backends.triton_launch import _output_in, fallback_outputs
 from agnostic_rt.config import Options
 from agnostic_rt.memory_plan import plan_buffers, span_bytes
@@ -232,18 +232,15 @@ def _block(x, w1, w2):
 
 
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
-def test_compiled_programs_reuse_buffers_and_match_without_reuse(monkeypatch, training):
-    plans = []
-    real = pipeline.plan_buffers
-    monkeypatch.setattr(pipeline, "plan_buffers", lambda gm: plans.append(real(gm)) or plans[-1])
+def test_compiled_programs_reuse_buffers_and_match_without_reuse(tmp_path, training):
     torch.manual_seed(0)
     x, w1, w2 = torch.randn(16, 32), torch.randn(32, 32), torch.randn(32, 32)
     results = []
     for reuse in (True, False):
         torch._dynamo.reset()
         args = [t.clone().requires_grad_(training) for t in (x, w1, w2)]
-        fn = torch.compile(_block, backend="agnostic",
-                           options={"target": "h100", "interpret": True, "reuse_buffers": reuse})
+        fn = torch.compile(_block, backend="agnostic", options={
+            "target": "h100", "interpret": True, "reuse_buffers": reuse, "debug_dir": str(tmp_path / str(reuse))})
         if training:
             out = fn(*args)
             out.sum().backward()
@@ -251,7 +248,9 @@ def test_compiled_programs_reuse_buffers_and_match_without_reuse(monkeypatch, tr
         else:
             with torch.no_grad():
                 results.append([fn(*args), fn(*args)])
-    assert plans and sum(p.reused for p in plans) > 0
+    plans = [json.loads(f.read_text()) for f in sorted((tmp_path / "True").glob("*/3_memory_plan.json"))]
+    assert len(plans) == (2 if training else 1) and sum(p["reused"] for p in plans) > 0
+    assert not list((tmp_path / "False").glob("*/3_memory_plan.json"))
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
