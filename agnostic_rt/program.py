@@ -117,8 +117,10 @@ class CudaGraphRunner:
     Inputs whose address did not change between the first two calls (parameters, buffers) are used
     in place; the others are copied into static buffers before each replay. A call where a
     supposedly fixed input moved, or any input is not a CUDA tensor (symbolic sizes, CPU scalars),
-    runs eagerly instead. Outputs are cloned out of the graph's pool so a later replay cannot
-    overwrite a tensor the caller still holds (activations saved for the backward).
+    runs eagerly instead. Outputs in the graph's pool are cloned out so a later replay cannot
+    overwrite a tensor the caller still holds (activations saved for the backward); outputs that are
+    inputs or views of them (weights saved for the backward) are remade from the caller's arguments
+    (:func:`output_plan`).
     """
 
     def __init__(self, program: fx.GraphModule):
@@ -182,6 +184,7 @@ class CudaGraphRunner:
             self.disabled = True
             return self.fn(*args)
         self.graph = graph
+        self.out_plan = None  # made at the first replay (output_plan)
         log.info("captured a CUDA graph (%d inputs, %d copied per call)", len(args), len(moved))
         return self._replay(args)
 
@@ -192,7 +195,55 @@ class CudaGraphRunner:
         for i in self.moved:
             self.static[i].copy_(args[i])
         self.graph.replay()
-        return _clone_out(self.static_out)
+        if self.out_plan is None:
+            self.out_plan = output_plan(self.static, self.static_out)
+        return take_outputs(self.out_plan, self.static_out, args)
+
+
+def output_plan(static_in: Sequence, static_out) -> list | None:
+    """How each output of a captured program reaches the caller: ``("input", i, input stride, size,
+    stride, offset)`` when it lives in graph input ``i``'s storage (the input itself, or a view of it: a weight saved for
+    the backward), remade from the caller's own argument, which holds the same values, so nothing is
+    copied; None for a tensor in the graph's pool, which is cloned out, since the next replay
+    overwrites it while the caller may still hold it (activations saved for the backward). The whole
+    plan is None when the outputs are not a flat tuple or list (then every tensor is cloned)."""
+    import torch
+
+    if not isinstance(static_out, (list, tuple)):
+        return None
+    owner = {}
+    for i, a in enumerate(static_in):
+        if isinstance(a, torch.Tensor) and a.numel():
+            owner.setdefault(a.untyped_storage().data_ptr(), i)
+    plan: list = []
+    for o in static_out:
+        i = owner.get(o.untyped_storage().data_ptr()) if isinstance(o, torch.Tensor) and o.numel() else None
+        if i is None:
+            plan.append(None)
+        else:
+            plan.append(("input", i, static_in[i].stride(), tuple(o.shape), o.stride(),
+                         o.storage_offset() - static_in[i].storage_offset()))
+    return plan
+
+
+def take_outputs(plan: list | None, static_out, args: Sequence):
+    """The caller's outputs of one replay, following :func:`output_plan`."""
+    if plan is None:
+        return _clone_out(static_out)
+    outs = []
+    for o, how in zip(static_out, plan):
+        if how is None:
+            outs.append(_clone_out(o))
+            continue
+        _, i, in_stride, size, stride, offset = how
+        a = args[i]
+        if a.stride() != in_stride:  # laid out unlike the static copy the graph read: take the graph's
+            outs.append(_clone_out(o))
+        elif offset == 0 and size == tuple(a.shape) and stride == in_stride:
+            outs.append(a)
+        else:
+            outs.append(a.as_strided(size, stride, a.storage_offset() + offset))
+    return type(static_out)(outs)
 
 
 def _clone_out(out):
@@ -209,4 +260,5 @@ def count_generated(program: fx.GraphModule) -> ProgramStats:
     return program.meta.get("agnostic_stats", ProgramStats())
 
 
-__all__ = ["build_program", "boxed", "ProgramStats", "count_generated", "CudaGraphRunner"]
+__all__ = ["build_program", "boxed", "ProgramStats", "count_generated", "CudaGraphRunner", "output_plan",
+           "take_outputs"]

@@ -271,3 +271,30 @@ def test_the_runner_gets_exactly_the_arguments_the_jit_binds():
     ours = (*ins, *outs, *ln.sizes, *(cfg[k] for k in ln.kernel.constexprs))
     assert len(bound) == len(ours)
     assert all(a is b if isinstance(b, torch.Tensor) else a == b for a, b in zip(bound.values(), ours))
+
+
+def test_captured_outputs_in_an_input_are_remade_from_the_callers_argument_and_the_rest_cloned():
+    """What CudaGraphRunner hands back after a replay (the plan itself needs no GPU): outputs living in
+    a graph input's storage (a weight, its transpose saved for the backward, a slice of a batch copied
+    into a static buffer) come from the caller's argument; outputs in the graph's pool are copies."""
+    from agnostic_rt.program import output_plan, take_outputs
+
+    w = torch.randn(4, 6)
+    static_x = torch.randn(5, 6)  # the static copy a moved input is copied into before each replay
+    pool = torch.randn(5, 4)  # a graph intermediate
+    static_out = (pool, w, w.t(), static_x[1:], 3)
+    plan = output_plan([w, static_x], static_out)
+    assert [p and p[:2] for p in plan] == [None, ("input", 0), ("input", 0), ("input", 1), None]
+    x = torch.randn(5, 6)
+    static_x.copy_(x)
+    got = take_outputs(plan, static_out, [w, x])
+    assert got[0] is not pool and torch.equal(got[0], pool)
+    assert got[1] is w
+    assert got[2].untyped_storage().data_ptr() == w.untyped_storage().data_ptr() and torch.equal(got[2], w.t())
+    assert got[3].untyped_storage().data_ptr() == x.untyped_storage().data_ptr() and torch.equal(got[3], x[1:])
+    assert got[4] == 3
+    # An argument laid out unlike the static copy: the graph's own values are copied out instead.
+    xt = torch.randn(6, 5).t()
+    static_x.copy_(xt)
+    got = take_outputs(plan, static_out, [w, xt])
+    assert got[3].untyped_storage().data_ptr() != xt.untyped_storage().data_ptr() and torch.equal(got[3], xt[1:])
