@@ -166,6 +166,27 @@ def machine_description(device: str) -> str:
     return f"{name}; torch {torch.__version__}; Python {platform.python_version()}"
 
 
+def utc_stamp() -> str:
+    """When a benchmark section was measured, as BENCHMARKS.md headings give it."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def script_command(root: Path) -> str:
+    """The command that ran this benchmark script, as a reader would retype it from ``root``."""
+    import shlex
+
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], root), *sys.argv[1:]])
+
+
+def publish(section: str, path: Path | str | None) -> None:
+    """Print a benchmark's markdown section and append it to ``path`` (BENCHMARKS.md) unless None;
+    one write, since several engineers append their own sections."""
+    print(section)
+    if path is not None:
+        with open(path, "a") as f:
+            f.write(section)
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     for model in args.models:
@@ -257,18 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         return _child(args)
     rows = run(args)
     text = table(rows)
-    print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
-    if args.append:
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        cmd = "agnostic-rt bench " + " ".join(argv if argv is not None else sys.argv[1:])
-        with open(args.append, "a") as f:
-            f.write(f"\n### Zoo: eager vs Dynamo vs aot_eager vs Inductor vs agnostic ({stamp})\n\n"
-                    f"Machine: {machine_description(args.device)}. Command: `{cmd}`. First call = compile + "
-                    f"run in a fresh process (cold caches / warm caches); steady = median ms over "
-                    f"{args.steps} interleaved rounds of all backends in one fresh process, after 5 "
-                    f"warm-up steps; dynamo = torch.compile(backend='eager'), Dynamo with no compiler.\n\n{text}\n")
+    cmd = "agnostic-rt bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    publish(f"\n### Zoo: eager vs Dynamo vs aot_eager vs Inductor vs agnostic ({utc_stamp()})\n\n"
+            f"Machine: {machine_description(args.device)}. Command: `{cmd}`. First call = compile + "
+            f"run in a fresh process (cold caches / warm caches); steady = median ms over "
+            f"{args.steps} interleaved rounds of all backends in one fresh process, after 5 "
+            f"warm-up steps; dynamo = torch.compile(backend='eager'), Dynamo with no compiler.\n\n{text}\n"
+            if args.append else text, args.append)
     return 1 if any("error" in r for r in rows) else 0
 
 

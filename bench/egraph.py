@@ -10,14 +10,14 @@ under "## E-graph" (one write).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
+
+from agnostic_rt.bench_compare import publish, script_command, utc_stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 COST_TARGETS = ("cpu", "h100", "mi300x")
@@ -102,8 +102,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
             notes.append(f"- {name} {mode}: optimise time over its {len(graphs)} graph(s) after autograd: {total:.3f} s")
     notes.append(f"- optimiser failures (graph left unchanged): {', '.join(failures) or 'none'}")
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cmd = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    now, cmd = utc_stamp(), script_command(ROOT)
     section = "\n".join([
         "", f"## E-graph — {args.flavour} graphs, {now}", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, Python "
@@ -111,10 +110,7 @@ def main() -> None:
         "Each row is one graph passes.optimize receives after aot_autograd (strict numerics). Costs are the",
         "cost model's estimates for the graph as given and as extracted, per target; 'optimise s' is the",
         "whole pass (load, saturate, extract, emit).", "", *rows, "", *notes, ""])
-    print(section)
-    if not args.no_append:
-        with open(ROOT / "BENCHMARKS.md", "a") as f:  # one append: others add their own sections
-            f.write(section)
+    publish(section, None if args.no_append else ROOT / "BENCHMARKS.md")
 
 
 if __name__ == "__main__":

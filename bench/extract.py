@@ -9,11 +9,11 @@ to BENCHMARKS.md under "## Extraction" (one write).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
-import sys
 from pathlib import Path
+
+from agnostic_rt.bench_compare import publish, script_command, utc_stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 GYM = Path("/work/shared/data/extraction-gym")
@@ -39,8 +39,7 @@ def main() -> None:
         rows.append(f"| {name} | {p.num_nodes} / {len(p.classes)} | {g.cost:.6g} | {g.seconds:.3f} | {e.cost:.6g} | "
                     f"{e.seconds:.1f} | {status} | {is_acyclic(p, g.choice) and is_acyclic(p, e.choice)} |")
         print(rows[-1], flush=True)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cmd = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    now, cmd = utc_stamp(), script_command(ROOT)
     section = "\n".join([
         "", f"## Extraction — TENSAT e-graphs (extraction-gym), {now}", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, scipy "
@@ -49,10 +48,7 @@ def main() -> None:
         "Costs are TENSAT's per-operator runtimes; DAG cost counts each chosen node once. The ILP is given the",
         f"greedy result as a fallback and a {args.ilp_time:.0f} s limit; 'ILP s' includes building the model.",
         "", *rows, ""])
-    print(section)
-    if not args.no_append:
-        with open(ROOT / "BENCHMARKS.md", "a") as f:  # one append: others add their own sections
-            f.write(section)
+    publish(section, None if args.no_append else ROOT / "BENCHMARKS.md")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,9 @@ Measures, on whatever this machine has:
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +26,7 @@ import torch
 from torch import nn
 
 import agnostic_rt
+from agnostic_rt.bench_compare import publish, script_command, utc_stamp
 from agnostic_rt.checkpoint import wait_for_saves
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,17 +188,13 @@ def main() -> None:
             agnostic_rt.migrate(state, to=accel[0])
         rows += bench_save(state, workdir)
         rows += bench_stall(state, workdir, args.steps, args.every)
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command, when = script_command(ROOT), utc_stamp()
     text = "\n".join([
         "", "## Migration", "",
         f"{when}; state {size:.2f} GiB (fp32 params + grads + AdamW moments); checkpoints on local disk.",
         f"Machine: {machine()}", f"Command: `{command}`", "", *rows, "",
     ])
-    print(text)
-    if not args.no_append:
-        with open(ROOT / "BENCHMARKS.md", "a") as f:  # one append: others add their own sections
-            f.write(text)
+    publish(text, None if args.no_append else ROOT / "BENCHMARKS.md")
 
 
 if __name__ == "__main__":

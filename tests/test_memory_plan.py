@@ -145,30 +145,25 @@ def test_only_same_dtype_and_size_are_reused():
     assert plan_buffers(gm).reused == 0
 
 
+def _after_a_matmul(kernels: int):
+    """mm -> relu -> *2 (-> +1): a library result followed by ``kernels`` kernels of its size."""
+    p = Program()
+    x, w = p.input("x", (4, 8)), p.input("w", (8, 8))
+    outs = [p.aten(aten.mm.default, x, w)]
+    for fn in [torch.relu, lambda t: t * 2, lambda t: t + 1][:kernels]:
+        outs.append(p.kernel(fn, outs[-1]))
+    return p.build(outs[-1]), outs
+
+
 def test_a_library_result_is_a_donor():
-    p = Program()
-    x = p.input("x", (4, 8))
-    w = p.input("w", (8, 8))
-    m = p.aten(aten.mm.default, x, w)
-    a = p.kernel(lambda t: t.relu(), m)
-    b = p.kernel(lambda t: t * 2, a)
-    gm = p.build(b)
-    x_, w_ = torch.randn(4, 8), torch.randn(8, 8)
-    want = gm(x_, w_)[0].clone()
-    plan = plan_buffers(gm)
-    # a is the first allocation after m died (m's reader is a's kernel, so a itself cannot take it).
-    assert plan.donors == {}
-    p = Program()
-    x = p.input("x", (4, 8))
-    w = p.input("w", (8, 8))
-    m = p.aten(aten.mm.default, x, w)
-    a = p.kernel(lambda t: t.relu(), m)
-    b = p.kernel(lambda t: t * 2, a)
-    c = p.kernel(lambda t: t + 1, b)
-    gm = p.build(c)
-    plan = plan_buffers(gm)
-    assert plan.donors == {b.name: m.name}
-    torch.testing.assert_close(gm(x_, w_)[0], want + 1, rtol=0, atol=0)
+    x, w = torch.randn(4, 8), torch.randn(8, 8)
+    # The matmul's reader is the first kernel, which cannot take its storage; the second can.
+    gm, _ = _after_a_matmul(2)
+    assert plan_buffers(gm).donors == {}
+    gm, (m, _, b, _) = _after_a_matmul(3)
+    want = gm(x, w)[0].clone()
+    assert plan_buffers(gm).donors == {b.name: m.name}
+    torch.testing.assert_close(gm(x, w)[0], want, rtol=0, atol=0)
 
 
 def test_a_reuse_that_would_raise_the_peak_is_dropped():
