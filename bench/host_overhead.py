@@ -25,7 +25,8 @@ step over ``--steps`` interleaved rounds (after 5 warm-up steps) of: eager (the 
 launchers, ``ViewOf`` calls and ATen calls are wrapped in ``perf_counter`` accumulators (not
 cProfile, which inflates small calls), gives the breakdown per step: time and calls inside
 ``KernelLauncher.__call__`` (launches/step counts these calls; a zero-element group returns before
-launching, as it does on a GPU; of which ``stage_call``: fitting inputs, allocating or reusing outputs),
+launching, as it does on a GPU; of which ``stage_call``: fitting inputs, allocating or reusing outputs,
+0 where the launcher's steady state does not go through it),
 inside ``ViewOf.__call__`` and inside the program's ATen OpOverload calls; ``rest`` = the
 uninstrumented agnostic step minus those three (Dynamo's guards, aot's runtime wrappers, autograd,
 the program's own glue, the eager loss). ``outside`` splits off the part spent outside the programs

@@ -49,7 +49,8 @@ def test_host_overhead_mlp(tmp_path, capsys):
         assert (cells["model"], cells["mode"]) == ("mlp", r["mode"])
         # The stub reached the launchers: they ran every step, after the first through the direct runner.
         assert r["launches"] > 0 and float(cells["launches/step"]) == r["launches"], r
-        assert float(cells["launcher µs/launch"]) > float(cells["of which stage µs"]) > 0, cells
+        # stage_call is 0 where the launcher has a steady-state path that bypasses it.
+        assert float(cells["launcher µs/launch"]) > float(cells["of which stage µs"]) >= 0, cells
         assert r["direct_launches"] >= r["launches"] * 3 and r["jit_launches"] == 0, r
         assert r["views"] > 0 and r["aten_calls"] > 0 and r["program_calls"] > 0, r
         for k in ("eager_ms", "dynamo_ms", "aot_eager_ms", "agnostic_ms", "launch_ms", "us_per_launch"):
