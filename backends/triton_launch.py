@@ -180,6 +180,7 @@ class KernelLauncher:
         # has nothing else to go by); otherwise the first call's inputs decide.
         self._device: torch.device | None = device
         self._failed = False
+        self._fast: Callable | None = None  # the steady-state call, once direct launches work (_make_fast)
         # FX names the program's call after these (the kernel's name shows in the program source).
         self.__name__ = self.__qualname__ = self.kernel.name
 
@@ -190,6 +191,11 @@ class KernelLauncher:
                  ) -> tuple[torch.Tensor, ...]:
         """``reuse``: per output, a dead buffer whose storage it may be written into (the program's
         memory plan, agnostic_rt/memory_plan.py), or None to allocate."""
+        fast = self._fast
+        if fast is not None:  # the steady state: every input as generated, launched by the binary
+            done = fast(inputs, reuse)
+            if done is not None:
+                return done
         if self._failed:
             return fallback_outputs(self.fallback, inputs)
         staged = stage_call(inputs, self.in_strides, self.out_specs, self.kernel.ir, self._device, reuse)
@@ -234,6 +240,45 @@ class KernelLauncher:
             return
         self._direct_tail = tuple(self._cfg[k] for k in self.kernel.constexprs)
         self._aligned = _alignment((*ins, *outs))
+        if all(self._aligned[len(ins):]) and not self.kernel.ir.has_init and self.xnumel:
+            self._fast = self._make_fast(ins[0].device if ins else outs[0].device)
+
+    def _make_fast(self, device: torch.device) -> Callable:
+        """The steady-state call as one function over values bound once: inputs already in their
+        generated layout and 16-byte alignment (one stride compare and one pointer test each),
+        outputs from the device's direct allocator (or the plan's donors), the binary's runner.
+        Returns None where a call needs the general path (a restride, another alignment, a refused
+        launch), which then handles it exactly as before. Fresh outputs start on the allocator's
+        512-byte (CUDA) or 64-byte (CPU) boundary, so only inputs are checked."""
+        checks = tuple(zip(self.in_strides, self._aligned))
+        specs = tuple(self.out_specs)
+        alloc = fast_allocator(device)
+        sizes_tail = (*self.sizes, *self._direct_tail)
+
+        def fast(inputs, reuse):
+            for t, (stride, aligned) in zip(inputs, checks):
+                if t.stride() != stride or (t.data_ptr() % 16 == 0) != aligned:
+                    return None
+            if reuse is None:
+                outs = [alloc(shape, stride, dt) for shape, stride, dt in specs]
+            else:
+                outs = [alloc(*spec) if donor is None else _output_in(donor, spec, device)
+                        for donor, spec in zip(reuse, specs)]
+            if reuse is not None and not all(o.data_ptr() % 16 == 0 for o in outs):
+                return None
+            direct = self._direct
+            if direct is None:
+                return None
+            try:
+                direct(*inputs, *outs, *sizes_tail)
+            except Exception as e:  # raised before anything ran: argument packing is checked first
+                log.warning("kernel %s: the compiled runner refused a launch (%s); the JIT launches it",
+                            self.kernel.name, e)
+                self._direct = self._fast = None
+                return None
+            return tuple(outs)
+
+        return fast
 
     def _direct_launch(self, ins, outs) -> bool:
         """Launch through the kept binary; False where the JIT must launch this call: a pointer's
@@ -365,6 +410,27 @@ def stage_call(inputs: Sequence[torch.Tensor], in_strides: Sequence[tuple[int, .
     if ir.has_init:
         init_outputs(ir, ins, outs)
     return ins, outs, device
+
+
+def fast_allocator(device: torch.device) -> Callable:
+    """``alloc(shape, stride, dtype)`` on ``device``: the C++ entry points Inductor's wrappers use
+    (no argument parsing, ~1.3 us against ~3 us for ``torch.empty_strided`` on the dev CPU) where
+    this torch has them; on CUDA only while ``device`` is the current device, which they allocate on."""
+    guards = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
+    if device.type == "cuda":
+        fn = getattr(guards, "_empty_strided_cuda", None)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if fn is not None:
+            def alloc(shape, stride, dtype):
+                if torch._C._cuda_getDevice() == index:
+                    return fn(shape, stride, dtype)
+                return torch.empty_strided(shape, stride, dtype=dtype, device=device)
+            return alloc
+    elif device.type == "cpu":
+        fn = getattr(guards, "_empty_strided_cpu", None)
+        if fn is not None:
+            return fn
+    return lambda shape, stride, dtype: torch.empty_strided(shape, stride, dtype=dtype, device=device)
 
 
 def _output_in(donor: torch.Tensor | None, spec, device: torch.device) -> torch.Tensor:

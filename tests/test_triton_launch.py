@@ -183,6 +183,23 @@ def test_a_pointer_aligned_otherwise_than_the_binary_assumed_goes_through_the_ji
     assert gpu.fn.calls == ["jit", "jit", "direct"]
 
 
+def test_steady_calls_restride_reuse_and_stay_direct():
+    """The steady-state path (one stride and alignment test per input): an input in another layout
+    is restrided by the general path and still launched by the binary; a donor from the memory plan
+    is written into in place of a new allocation."""
+    gpu, x = _gpu_style_launcher()
+    gpu(x)
+    assert gpu._fast is not None
+    strided = torch.randn(100, 2)[:, 0]  # stride 2: copied into the generated layout
+    (out,) = gpu(strided)
+    torch.testing.assert_close(out, torch.exp(strided) * 2)
+    donor = torch.empty(100)
+    (out,) = gpu(x, reuse=(donor,))
+    assert out is donor
+    torch.testing.assert_close(donor, torch.exp(x) * 2)
+    assert gpu.fn.calls == ["jit", "direct", "direct"]
+
+
 def test_a_runner_that_refuses_its_arguments_leaves_the_jit_launching(caplog):
     gpu, x = _gpu_style_launcher(refuse=True)
     for _ in range(3):

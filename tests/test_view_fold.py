@@ -100,3 +100,23 @@ def test_gradients_flow_through_a_folded_view():
     assert fold_views(gm) == 1
     gm(w).sum().backward()
     torch.testing.assert_close(w.grad, torch.full((3, 4), 2.0))
+
+
+def test_a_chain_only_the_program_reads_is_reinterpreted_and_a_returned_one_stays_a_view():
+    def fn(x, w):
+        y = torch.mm(x.view(-1, 8), w.t())  # both views are read only by the mm
+        return y, x.view(-1, 8)  # this one is returned
+
+    x, w = torch.randn(2, 4, 8), torch.randn(8, 8)
+    gm = _traced(fn, x, w)
+    want = gm(x, w)
+    assert fold_views(gm) == 3
+    folded = {n.name: n.target for n in gm.graph.nodes if isinstance(n.target, ViewOf)}
+    assert sorted(v.internal for v in folded.values()) == [False, True, True]
+    y, v = gm(x, w)
+    torch.testing.assert_close(y, want[0], rtol=0, atol=0)
+    assert v._base is x  # returned: a real view, sharing x's version counter
+    internal = next(v for v in folded.values() if v.internal)
+    root = w if internal.size == (8, 8) and internal.stride == (1, 8) else x
+    r = internal(root)
+    assert r._base is None and r.untyped_storage().data_ptr() == root.untyped_storage().data_ptr()
