@@ -15,7 +15,7 @@ from agnostic_rt.backends.kernel_ir import KernelBuilder, Var
 from agnostic_rt.backends.registry import register
 from agnostic_rt.backends.triton_backend import TritonBackend
 from agnostic_rt.backends.triton_emit import emit_triton
-from agnostic_rt.backends.triton_launch import TuningCache, candidate_configs
+from agnostic_rt.backends.triton_launch import KernelLauncher, TuningCache, candidate_configs
 from agnostic_rt.config import Options
 from agnostic_rt.targets import get_target
 
@@ -315,3 +315,16 @@ def test_captured_outputs_in_an_input_are_remade_from_the_callers_argument_and_t
     static_x.copy_(xt)
     got = take_outputs(plan, static_out, [w, xt])
     assert got[3].untyped_storage().data_ptr() != xt.untyped_storage().data_ptr() and torch.equal(got[3], xt[1:])
+
+
+def test_an_empty_group_only_allocates_its_outputs():
+    """A group over zero elements (gpt2's backward has several) launches nothing; after its first call
+    it skips fitting inputs too."""
+    gpu, _ = _gpu_style_launcher()
+    empty = KernelLauncher(gpu.gk, [0], gpu.in_strides, [((0,), (1,), torch.float32)], interpret=False,
+                           autotune=False, fallback=gpu.fallback, ops=gpu.ops, device=torch.device("cpu"))
+    x = torch.randn(0)
+    for _ in range(2):
+        (out,) = empty(x)
+        assert out.shape == (0,) and out.dtype == torch.float32
+    assert empty._fast is not None and empty._launch is None
