@@ -53,15 +53,16 @@ class _Case:
         self.inputs = tuple(x.to(device) for x in inputs)
         self.target = target.to(device)
 
-    def step_fn(self, backend: str, mode: str) -> Callable[[], object]:
-        """A fresh model compiled by ``backend``; calling the result runs one inference or training step."""
+    def step_fn(self, backend: str, mode: str, options: dict | None = None) -> Callable[[], object]:
+        """A fresh model compiled by ``backend`` (agnostic with ``options``, else the case's); calling the
+        result runs one inference or training step; its ``model`` attribute is the model."""
         import torch
 
         model = self.entry.build().to(self.device).train(mode == "training")
         if backend == "eager":
             fn = model
         elif backend == "agnostic":
-            fn = torch.compile(model, backend="agnostic", options=self.options)
+            fn = torch.compile(model, backend="agnostic", options=self.options if options is None else options)
         else:
             fn = torch.compile(model, backend="eager" if backend == "dynamo" else backend)
         entry, inputs, target = self.entry, self.inputs, self.target
@@ -74,6 +75,7 @@ class _Case:
             loss.backward()
             return loss
 
+        step.model = model
         return step
 
 

@@ -294,26 +294,9 @@ class Step:
     this CPU (milliseconds on GPT-2) where a GPU pays only the launches."""
 
     def __init__(self, case: _Case, backend: str, mode: str, options: dict | None = None):
-        model = case.entry.build().train(mode == "training")
-        if backend == "eager":
-            fn = model
-        elif backend == "agnostic":
-            fn = torch.compile(model, backend="agnostic", options=dict(options or OPTIONS))
-        else:
-            fn = torch.compile(model, backend="eager" if backend == "dynamo" else backend)
-        self.model = model
-        self.params = list(model.parameters()) if mode == "training" else []
-        entry, inputs, target = case.entry, case.inputs, case.target
-
-        def run():
-            if mode == "inference":
-                with torch.no_grad():
-                    return fn(*inputs)
-            loss = entry.loss(fn(*inputs), target)
-            loss.backward()
-            return loss
-
-        self.run = run
+        self.run = case.step_fn(backend, mode, dict(options or OPTIONS))
+        self.model = self.run.model
+        self.params = list(self.model.parameters()) if mode == "training" else []
 
     def zero(self) -> None:
         for p in self.params:

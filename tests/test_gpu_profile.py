@@ -1,31 +1,14 @@
 """bench/gpu_profile.py runs end to end on the CPU (its device columns empty) and reports every row."""
 
-import importlib.util
-import json
-from pathlib import Path
 
-import torch
-
-
-def _gpu_profile():
-    path = Path(__file__).parents[1] / "bench" / "gpu_profile.py"
-    spec = importlib.util.spec_from_file_location("bench_gpu_profile", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+import bench_scripts
 
 
 def test_gpu_profile_cpu_rows(tmp_path, capsys):
-    out = tmp_path / "profile.json"
-    threads = torch.get_num_threads()  # bench_compare._Case sets it to every core
-    try:
-        rc = _gpu_profile().main(["--device", "cpu", "--models", "mlp", "--backends", "eager", "agnostic",
-                                  "--steps", "3", "--prof-steps", "2", "--json", str(out)])
-    finally:
-        torch._dynamo.reset()
-        torch.set_num_threads(threads)
+    _, rc, rows = bench_scripts.run_main("gpu_profile", ["--device", "cpu", "--models", "mlp", "--backends", "eager",
+                                                         "agnostic", "--steps", "3", "--prof-steps", "2"],
+                                         tmp_path / "profile.json")
     text = capsys.readouterr().out
-    rows = json.loads(out.read_text())["rows"]
     assert rc == 0, [r.get("error") for r in rows]
     combos = {(r["model"], r["mode"], r["backend"]) for r in rows}
     assert combos == {("mlp", m, b) for m in ("inference", "training") for b in ("eager", "agnostic")}

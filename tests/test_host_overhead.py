@@ -2,19 +2,8 @@
 reaches the launchers, which take their GPU path (later launches through the kept binary's runner),
 and the breakdown is filled in."""
 
-import importlib.util
-import json
-from pathlib import Path
 
-import torch
-
-
-def _host_overhead():
-    path = Path(__file__).parents[1] / "bench" / "host_overhead.py"
-    spec = importlib.util.spec_from_file_location("bench_host_overhead", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+import bench_scripts
 
 
 def test_host_overhead_mlp(tmp_path, capsys):
@@ -23,16 +12,8 @@ def test_host_overhead_mlp(tmp_path, capsys):
     from agnostic_rt.view_fold import ViewOf
 
     patched = (GeneratedKernel.function, KernelLauncher.__init__, KernelLauncher.__call__, ViewOf.__call__)
-    out = tmp_path / "host.json"
-    threads = torch.get_num_threads()
-    mod = _host_overhead()
-    try:
-        rc = mod.main(["--models", "mlp", "--steps", "3", "--json", str(out)])
-    finally:
-        torch._dynamo.reset()
-        torch.set_num_threads(threads)
+    mod, rc, rows = bench_scripts.run_main("host_overhead", ["--models", "mlp", "--steps", "3"], tmp_path / "host.json")
     text = capsys.readouterr().out
-    rows = json.loads(out.read_text())["rows"]
     assert rc == 0, [r.get("error") for r in rows]
     assert [(r["model"], r["mode"]) for r in rows] == [("mlp", "inference"), ("mlp", "training")]
     # Everything patched is restored.

@@ -3,9 +3,9 @@ hand-written-attention models through torch.compile(backend="agnostic")."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+import bench_scripts
 import pytest
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -67,11 +67,7 @@ def test_optimize_leaves_a_graph_it_cannot_handle_unchanged():
 
 
 def _bench_egraph():
-    """bench/egraph.py, whose capture() collects the graphs passes.optimize sees for a zoo model."""
-    spec = importlib.util.spec_from_file_location("bench_egraph", Path(__file__).parents[1] / "bench" / "egraph.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_scripts.load("egraph")
 
 
 def test_an_output_whose_top_node_reads_its_own_class_is_still_extracted():
