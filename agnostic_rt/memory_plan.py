@@ -73,6 +73,11 @@ def _accepts_reuse(target) -> bool:
     return bool(getattr(target, "accepts_reuse", False))
 
 
+def _kernel_output(n: fx.Node) -> bool:
+    """An item of a generated kernel's call: a buffer the launcher allocates when it is called."""
+    return _is_getitem(n) and isinstance(n.args[0], fx.Node) and _accepts_reuse(n.args[0].target)
+
+
 def _static_bytes(n: fx.Node) -> tuple[torch.device, torch.dtype, int] | None:
     """(device, dtype, bytes) of the storage a fresh tensor value needs, or None (not a tensor, or
     symbolic)."""
@@ -211,23 +216,21 @@ def plan_buffers(gm: fx.GraphModule) -> MemoryPlan:
                 size[r] = s
 
     # A kernel's outputs are allocated when it is called, an ATen result where its node runs.
-    born = {r: pos[r.args[0]] if _is_getitem(r) and _accepts_reuse(r.args[0].target) else pos[r] for r in size}
-    donor_of = _greedy(nodes, pos, cls, fresh, size, death)
-    plan = MemoryPlan(kernel_outputs=sum(1 for n in nodes if _is_getitem(n) and _accepts_reuse(
-        getattr(n.args[0], "target", None)) and n in size))
+    born = {r: pos[r.args[0]] if _kernel_output(r) else pos[r] for r in size}
+    donor_of = _greedy(nodes, pos, cls, size, death)
+    plan = MemoryPlan(kernel_outputs=sum(1 for n in size if _kernel_output(n)))
+    plan.allocated_bytes_before, plan.peak_bytes_before, _ = _account(born, size, death, {})
     # Holding a donor's storage from its death to the reuse can raise the peak where the program
     # allocates in between: drop the reuses whose wait spans the peak until it is no higher.
     while True:
-        before, after, peak_at = _account(born, size, death, donor_of)
-        if after[1] <= before[1]:
+        plan.allocated_bytes_after, plan.peak_bytes_after, peak_at = _account(born, size, death, donor_of)
+        if plan.peak_bytes_after <= plan.peak_bytes_before:
             break
         spanning = [out for out, d in donor_of.items() if death[d] < peak_at < born[out]]
         if not spanning:
             break
         for out in spanning:
             del donor_of[out]
-    (plan.allocated_bytes_before, plan.peak_bytes_before), (plan.allocated_bytes_after, plan.peak_bytes_after) = \
-        before, after
     plan.reused = len(donor_of)
     plan.donors = {out.name: d.name for out, d in donor_of.items()}
     calls: dict[fx.Node, list] = {}
@@ -244,7 +247,7 @@ def plan_buffers(gm: fx.GraphModule) -> MemoryPlan:
     return plan
 
 
-def _greedy(nodes, pos, cls: _Classes, fresh: set, size: dict, death: dict) -> dict[fx.Node, fx.Node]:
+def _greedy(nodes, pos, cls: _Classes, size: dict, death: dict) -> dict[fx.Node, fx.Node]:
     """In execution order, each unpinned kernel output takes the most recently freed dead storage of
     its (device, dtype, bytes), if any. Returns reuser -> donor (the value last holding the storage)."""
     donor_of: dict[fx.Node, fx.Node] = {}
@@ -255,7 +258,7 @@ def _greedy(nodes, pos, cls: _Classes, fresh: set, size: dict, death: dict) -> d
         while busy and busy[0][0] < p:
             _, _, holder = heapq.heappop(busy)
             free.setdefault(size[holder], []).append(holder)
-        if n in size and not cls.is_pinned(n) and not (_is_getitem(n) and _accepts_reuse(n.args[0].target)):
+        if n in size and not cls.is_pinned(n) and not _kernel_output(n):
             heapq.heappush(busy, (death[n], p, n))  # an ATen result: a donor once dead
             continue
         if not _accepts_reuse(n.target):
@@ -270,24 +273,20 @@ def _greedy(nodes, pos, cls: _Classes, fresh: set, size: dict, death: dict) -> d
     return donor_of
 
 
-def _account(born: dict, size: dict, death: dict, donor_of: dict) -> tuple[tuple[int, int], tuple[int, int], int]:
-    """(bytes allocated per call, peak bytes of live program storages) without and with the reuses
-    ``donor_of``, and the position of the peak with them."""
-    before: list[tuple[int, int]] = []  # (position, +bytes at an allocation / -bytes after a death)
-    owner_end: dict[fx.Node, int] = {}  # with reuse: each allocated storage, until its last owner dies
-    for r in sorted(size, key=born.__getitem__):
-        before += [(born[r], size[r][2]), (death[r] + 1, -size[r][2])]
+def _account(born: dict, size: dict, death: dict, donor_of: dict) -> tuple[int, int, int]:
+    """With the reuses ``donor_of``: bytes the program allocates per call, the peak bytes of its live
+    storages, and the position of that peak."""
+    owner_end: dict[fx.Node, int] = {}  # each allocated storage, until its last owner dies
+    for r in size:
         first = r
         while first in donor_of:
             first = donor_of[first]
         owner_end[first] = max(owner_end.get(first, -1), death[r])
-    after: list[tuple[int, int]] = []
+    events: list[tuple[int, int]] = []  # (position, +bytes at an allocation / -bytes after the last death)
     for r, end in owner_end.items():
-        after += [(born[r], size[r][2]), (end + 1, -size[r][2])]
-    peak_before, _ = _peak(before)
-    peak_after, at = _peak(after)
-    return ((sum(b[2] for b in size.values()), peak_before),
-            (sum(size[r][2] for r in owner_end), peak_after), at)
+        events += [(born[r], size[r][2]), (end + 1, -size[r][2])]
+    peak, at = _peak(events)
+    return sum(size[r][2] for r in owner_end), peak, at
 
 
 def _peak(events: list[tuple[int, int]]) -> tuple[int, int]:

@@ -170,10 +170,10 @@ class KernelLauncher:
         self.xnumel = _eval_numel(ir.xdims, hints)
         self.rnumel = _eval_numel(ir.rdims, hints)
         self._launch: Callable | None = None
-        # After the first launch: the compiled binary's own runner, its trailing constexpr values
-        # and the input alignment it was specialised for (see _direct_launch).
+        # After the first launch: the compiled binary's own runner, its trailing arguments (sizes,
+        # then constexpr values) and the alignment it was specialised for (see _direct_launch).
         self._direct: Callable | None = None
-        self._direct_tail: tuple = ()
+        self._direct_args: tuple = ()
         self._aligned: tuple[bool, ...] = ()
         self._cfg: dict = {}
         # Where outputs live: the graph's own answer (a kernel with no tensor inputs — arange, full —
@@ -241,7 +241,7 @@ class KernelLauncher:
         except Exception as e:  # a Triton without the runner: the JIT launches every call
             log.debug("kernel %s launches through the JIT: %s", self.kernel.name, e)
             return
-        self._direct_tail = tuple(self._cfg[k] for k in self.kernel.constexprs)
+        self._direct_args = (*self.sizes, *(self._cfg[k] for k in self.kernel.constexprs))
         self._aligned = _alignment((*ins, *outs))
         if all(self._aligned[len(ins):]) and not self.kernel.ir.has_init and self.xnumel:
             self._fast = self._make_fast(ins[0].device if ins else outs[0].device)
@@ -256,30 +256,18 @@ class KernelLauncher:
         checks = tuple(zip(self.in_strides, self._aligned))
         specs = tuple(self.out_specs)
         alloc = fast_allocator(device)
-        sizes_tail = (*self.sizes, *self._direct_tail)
 
         def fast(inputs, reuse):
             for t, (stride, aligned) in zip(inputs, checks):
                 if t.stride() != stride or (t.data_ptr() % 16 == 0) != aligned:
                     return None
             if reuse is None:
-                outs = [alloc(shape, stride, dt) for shape, stride, dt in specs]
+                outs = [alloc(*spec) for spec in specs]
             else:
-                outs = [alloc(*spec) if donor is None else _output_in(donor, spec, device)
-                        for donor, spec in zip(reuse, specs)]
-            if reuse is not None and not all(o.data_ptr() % 16 == 0 for o in outs):
-                return None
-            direct = self._direct
-            if direct is None:
-                return None
-            try:
-                direct(*inputs, *outs, *sizes_tail)
-            except Exception as e:  # raised before anything ran: argument packing is checked first
-                log.warning("kernel %s: the compiled runner refused a launch (%s); the JIT launches it",
-                            self.kernel.name, e)
-                self._direct = self._fast = None
-                return None
-            return tuple(outs)
+                outs = [_output_in(donor, spec, device, alloc) for donor, spec in zip(reuse, specs)]
+                if not all(o.data_ptr() % 16 == 0 for o in outs):
+                    return None
+            return tuple(outs) if self._run_direct(inputs, outs) else None
 
         return fast
 
@@ -289,11 +277,20 @@ class KernelLauncher:
         another binary), or the runner refused its first call (the JIT launches from then on)."""
         if _alignment((*ins, *outs)) != self._aligned:
             return False
+        return self._run_direct(ins, outs)
+
+    def _run_direct(self, ins, outs) -> bool:
+        """One launch through the kept binary's runner. A refusal (raised before anything ran:
+        argument packing is checked first) ends direct launches for good: False, and the JIT
+        launches this call and every later one."""
+        direct = self._direct
+        if direct is None:
+            return False
         try:
-            self._direct(*ins, *outs, *self.sizes, *self._direct_tail)
-        except Exception as e:  # raised before anything ran: argument packing is checked first
+            direct(*ins, *outs, *self._direct_args)
+        except Exception as e:
             log.warning("kernel %s: the compiled runner refused a launch (%s); the JIT launches it", self.kernel.name, e)
-            self._direct = None
+            self._direct = self._fast = None
             return False
         return True
 
@@ -436,17 +433,20 @@ def fast_allocator(device: torch.device) -> Callable:
     return lambda shape, stride, dtype: torch.empty_strided(shape, stride, dtype=dtype, device=device)
 
 
-def _output_in(donor: torch.Tensor | None, spec, device: torch.device) -> torch.Tensor:
+def _output_in(donor: torch.Tensor | None, spec, device: torch.device, alloc: Callable | None = None
+               ) -> torch.Tensor:
     """An output of layout ``spec`` in ``donor``'s storage when the plan's promise holds (same dtype
     and device, a storage large enough): the donor itself when its layout is already ``spec``'s
-    (the common case, no new tensor), else a view of its storage. A fresh allocation otherwise."""
+    (the common case, no new tensor), else a view of its storage. Otherwise a fresh one from
+    ``alloc(shape, stride, dtype)`` (``torch.empty_strided`` on ``device`` by default)."""
     shape, stride, dt = spec
-    if donor is None or donor.dtype != dt or donor.device != device:
-        return torch.empty_strided(shape, stride, dtype=dt, device=device)
-    if donor.stride() == stride and donor.shape == shape and donor.storage_offset() == 0:
-        return donor
-    if donor.untyped_storage().nbytes() >= span_bytes(shape, stride, donor.element_size()):
-        return donor.as_strided(shape, stride, 0)
+    if donor is not None and donor.dtype == dt and donor.device == device:
+        if donor.stride() == stride and donor.shape == shape and donor.storage_offset() == 0:
+            return donor
+        if donor.untyped_storage().nbytes() >= span_bytes(shape, stride, donor.element_size()):
+            return donor.as_strided(shape, stride, 0)
+    if alloc is not None:
+        return alloc(shape, stride, dt)
     return torch.empty_strided(shape, stride, dtype=dt, device=device)
 
 
