@@ -12,6 +12,12 @@ order: a node joins the group of one of its producers when
 * the lowering accepts the grown group (a trial lowering; it rejects e.g. a row result read at
   another row).
 
+After a node joins, the groups of its other producers fold into its group where they fit the same
+way (a producer of one value per row into a row reduction, a scalar into anything). Once every node
+is placed, groups of one space that are independent and close fuse horizontally, unless that holds
+bytes alive past the graph's peak (``merge_horizontal``): small models are launch-bound, and each
+merge is one launch fewer.
+
 A scatter-add (``index_put(accumulate=True)``, ``scatter_add``: atomic adds) is a kernel root over
 the points of its source, space ``("s", n)``: it joins the pointwise group that computes its values
 (``("p", n)``), and nothing joins its group afterwards, since a consumer of the destination needs
@@ -42,6 +48,9 @@ aten = torch.ops.aten
 KERNEL = "kernel"  # a fused group a backend generates code for
 LIBRARY = "library"  # matmul / conv / attention: the vendor library through ATen
 ATEN = "aten"  # run node by node through ATen (the CPU target, or a fallback)
+
+#: Groups further apart than this many graph nodes are not fused horizontally (see merge_horizontal).
+HORIZONTAL_WINDOW = 64
 
 # Packets whose work belongs to the vendor library (cuBLAS/hipBLASLt, cuDNN/MIOpen, flash attention).
 LIBRARY_OPS = frozenset({
@@ -118,6 +127,7 @@ class FusionPartitioner:
         # The contracted graph so far: a unit is ("g", group id) or ("n", node) for an ungrouped node.
         self.units = nx.DiGraph()
         self._next = 0
+        self._became_rows = False  # the last join turned a pointwise group into a reduction
 
     # -- classification
     def fusible(self, node: fx.Node) -> bool:
@@ -162,7 +172,12 @@ class FusionPartitioner:
                 log.debug("ATen node %s (%s)", node.name, node.target)
             self.link(node)
             if node in self.gid:
-                self.merge_siblings(node)
+                # A pointwise group that just became a reduction admits producers it refused
+                # before (one value per row): look at every member's producers again.
+                rescan = self._became_rows
+                self._became_rows = False
+                self.merge_siblings(node, self.members[self.gid[node]] if rescan else [node])
+        self.merge_horizontal()
         self.peel_views()
         return self.groups()
 
@@ -212,8 +227,9 @@ class FusionPartitioner:
         else:
             log.debug("ATen node %s (%s): not lowerable alone", node.name, node.target)
 
-    def merge_siblings(self, node: fx.Node) -> None:
-        """Fold the other producer groups of ``node`` into its group.
+    def merge_siblings(self, node: fx.Node, readers: list[fx.Node]) -> None:
+        """Fold the other producer groups of ``readers`` (``node``, or all of its group) into
+        ``node``'s group.
 
         Greedy joining follows one producer edge, so ``gelu(x * w) * sigmoid(x)`` would leave
         ``sigmoid(x)`` in a kernel of its own that writes a tensor the other one reads back (seen on
@@ -221,25 +237,130 @@ class FusionPartitioner:
         when the contracted graph stays acyclic and the union still lowers.
         """
         g = self.gid[node]
-        for i in node.all_input_nodes:
+        for i in [i for r in list(readers) for i in r.all_input_nodes]:
             h = self.gid.get(i)
             if h is None or h == g or h not in self.members:
                 continue
-            gs, hs = self.space[g], self.space[h]
-            # A scatter-add's group takes the pointwise groups over its points (its values).
-            sibling = hs == gs or (gs[0] == "s" and hs == ("p", gs[1]))
-            if not sibling or self.merge_creates_cycle(g, h):
-                continue
-            union = sorted(self.members[g] + self.members[h], key=self.order.__getitem__)
-            if not self.trial(union):
-                continue
-            for n in self.members.pop(h):
-                self.gid[n] = g
-            self.members[g] = union
-            del self.space[h]
-            nx.contracted_nodes(self.units, ("g", g), ("g", h), self_loops=False, copy=False)
+            merged = self.absorb_space(self.space[g], self.space[h])
+            if merged is not None:
+                self.merge_groups(g, h, merged)
         if self.low.scatter_space(node) is not None:
             self.absorb_fill(node, g)
+
+    def absorb_space(self, gs: tuple, hs: tuple) -> tuple | None:
+        """The space of group ``g`` (``gs``) after it takes in its producer group ``h`` (``hs``), or None.
+
+        A producer fits where one of its nodes would (:meth:`merge_space`): same points, full rows
+        or one value per row of a reduction. A scalar (one element, e.g. the ``full([], 0.)`` of a
+        ReLU's backward) fits any kernel, read as a broadcast: its own launch would cost more than
+        the kernel it feeds. A scatter-add's group takes the pointwise groups over its points.
+        """
+        if gs[0] == "s" or hs[0] == "s":
+            return gs if gs[0] == "s" and hs == ("p", gs[1]) else None
+        if hs == ("p", 1):
+            return gs
+        return self.merge_space(gs, hs)
+
+    def merge_groups(self, g: int, h: int, space: tuple) -> bool:
+        """Fold group ``h`` into ``g`` (space ``space``) when the contracted graph stays acyclic and
+        the union lowers."""
+        if self.merge_creates_cycle(g, h):
+            return False
+        union = sorted(self.members[g] + self.members[h], key=self.order.__getitem__)
+        if not self.trial(union):
+            return False
+        for n in self.members.pop(h):
+            self.gid[n] = g
+        self.members[g] = union
+        self.space[g] = space
+        del self.space[h]
+        nx.contracted_nodes(self.units, ("g", g), ("g", h), self_loops=False, copy=False)
+        return True
+
+    def merge_horizontal(self) -> None:
+        """Fuse groups of one iteration space that do not depend on each other and sit close in the
+        graph: one launch instead of two (small models are launch-bound), and an input both read is
+        read once -- e.g. a layer norm's weight and bias gradients and the bias gradient before it,
+        column sums over one batch. Inductor fuses such nodes when they share a read; here sharing
+        is not required.
+
+        The merged kernel runs at the later group's place, so the earlier group's inputs live
+        longer. A merge is refused when something reads the earlier group's results before that
+        place (it would wait too, and hold its own inputs), when it raises the graph's peak of stored bytes
+        (:meth:`live_bytes` with the earlier group moved: the rule Inductor's
+        ``are_long_distant_nodes`` approximates by distance), or when the groups are more than
+        ``HORIZONTAL_WINDOW`` nodes apart (a bound on the search)."""
+        peak = max(self.live_bytes(), default=0)
+        by_space: dict[tuple, list[int]] = {}
+        for g in sorted(self.members, key=self.position):
+            if self.space[g][0] != "s":
+                by_space.setdefault(self.space[g], []).append(g)
+        for groups in by_space.values():
+            for k, g in enumerate(groups):
+                for h in groups[k + 1:]:
+                    if g not in self.members or h not in self.members or not self.near(g, h):
+                        continue
+                    early, late = sorted((g, h), key=self.position)
+                    if self.read_before(early, self.position(late)):
+                        continue  # its readers would wait for the later group (and their inputs with them)
+                    if max(self.live_bytes(moved=(early, late)), default=0) <= peak:
+                        self.merge_groups(g, h, self.space[g])
+
+    def read_before(self, g: int, when: int) -> bool:
+        """Whether a value group ``g`` stores is read by a node outside it placed before ``when``."""
+        for out in self.io(self.members[g])[1]:
+            for u in out.users:
+                h = self.gid.get(u)
+                if h != g and (self.position(h) if h is not None else self.order[u]) < when:
+                    return True
+        return False
+
+    def position(self, g: int) -> int:
+        """Where group ``g``'s kernel runs: at its last node (as build_program places it)."""
+        return self.order[self.members[g][-1]]
+
+    def near(self, g: int, h: int) -> bool:
+        lo_g, hi_g = self.order[self.members[g][0]], self.position(g)
+        lo_h, hi_h = self.order[self.members[h][0]], self.position(h)
+        return max(abs(lo_g - hi_h), abs(lo_h - hi_g)) <= HORIZONTAL_WINDOW
+
+    def live_bytes(self, moved: tuple[int, int] | None = None) -> list[int]:
+        """Bytes stored at each graph position: graph inputs throughout (the caller may hold them:
+        parameters), library and ATen results and kernel outputs (a group's inner values are never
+        stored) from where they are made until their storage's last read; views own nothing.
+        ``moved=(g, h)``: as if group ``g`` ran at group ``h``'s place."""
+        def at(n: fx.Node) -> int:
+            g = self.gid.get(n)
+            if g is None:
+                return self.order[n]
+            return self.position(moved[1] if moved is not None and g == moved[0] else g)
+
+        def last_read(n: fx.Node) -> int:
+            last = -1
+            for u in n.users:
+                last = max(last, at(u))
+                if u not in self.gid and packet_of(u) in self.low.VIEW_OPS:
+                    last = max(last, last_read(u))  # an ATen view keeps its source's storage
+            return last
+
+        delta = [0] * (len(self.order) + 1)
+        for n in self.order:
+            if n.op == "placeholder":
+                delta[0] += _nbytes(n)
+                continue
+            if n.op != "call_function" or not _owns_storage(n, self.low.VIEW_OPS):
+                continue
+            g = self.gid.get(n)
+            if g is not None and all(self.gid.get(u) == g for u in n.users):
+                continue
+            born = at(n)
+            delta[born] += _nbytes(n)
+            delta[max(born, last_read(n)) + 1] -= _nbytes(n)
+        live, total = [], 0
+        for d in delta[:-1]:
+            total += d
+            live.append(total)
+        return live
 
     def absorb_fill(self, node: fx.Node, g: int) -> None:
         """Fold the constant fill a scatter-add adds into (read by nothing else) into its group."""
@@ -265,6 +386,7 @@ class FusionPartitioner:
         return nx.has_path(view, a, b) or nx.has_path(view, b, a)
 
     def join(self, node: fx.Node, g: int, space) -> None:
+        self._became_rows = self._became_rows or (space[0] == "r" and self.space.get(g, space)[0] == "p")
         self.gid[node] = g
         self.members[g].append(node)
         self.space[g] = space
@@ -355,6 +477,20 @@ class FusionPartitioner:
             return [Group(LIBRARY if packet_of(n) in LIBRARY_OPS else ATEN, [n], inputs=list(n.all_input_nodes),
                           outputs=[n]) for n in self.gm.graph.nodes if n.op == "call_function"]
         return out
+
+
+def _owns_storage(node: fx.Node, views: frozenset) -> bool:
+    """A value with storage of its own: not a view, and an item of a tuple only when the tuple is
+    an op's results (SDPA's backward, var_mean), not a split's views."""
+    if packet_of(node) is operator.getitem:
+        src = node.args[0]
+        return isinstance(src, fx.Node) and packet_of(src) not in views
+    return packet_of(node) not in views
+
+
+def _nbytes(node: fx.Node) -> int:
+    val = node.meta.get("val")
+    return val.numel() * val.element_size() if isinstance(val, torch.Tensor) else 0
 
 
 def _is_acyclic(groups: list[Group]) -> bool:

@@ -191,3 +191,78 @@ def test_a_slice_with_symbolic_bounds_fuses_under_dynamic_shapes(caplog):
         torch.testing.assert_close(compiled(x, y), fn(x, y))
     torch._dynamo.reset()
     assert not [r.getMessage() for r in caplog.records if "trial lowering failed" in r.getMessage()]
+
+
+# -- producers folded into the kernel that reads them, and horizontal fusion
+
+def _kernel_count(fn, *args) -> int:
+    _, groups = _groups(fn, *args)
+    assert _is_acyclic(groups)
+    return _kinds(groups).count(KERNEL)
+
+
+def _matches_eager(fn, *args):
+    got, want = compile_fn(fn, *args)(*args), fn(*args)
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        torch.testing.assert_close(g, w)
+
+
+def test_a_scalar_producer_folds_into_the_kernel_that_reads_it():
+    # ReLU's backward: where(x <= 0, 0-d zero, grad) and its column sum; the 0-d constant was a
+    # kernel launch of its own.
+    def fn(a, g):
+        return torch.where(a <= 0, torch.zeros(()), g).sum(0)
+    a, g = torch.randn(4, 32), torch.randn(4, 32)
+    assert _kernel_count(fn, a, g) == 1
+    _matches_eager(fn, a, g)
+
+
+def test_a_per_row_producer_folds_into_the_row_reduction():
+    # r / 256 is one value per row: placed first, it was a kernel of its own; once the mul's group
+    # becomes a row reduction it fits there.
+    def fn(a, r):
+        return (a * (r / 256.0)).sum(1)
+    a, r = torch.randn(8, 256), torch.randn(8, 1)
+    assert _kernel_count(fn, a, r) == 1
+    _matches_eager(fn, a, r)
+
+
+def test_independent_reductions_of_one_space_fuse_horizontally():
+    def fn(a, b):
+        return a.sum(0), (b * 2).sum(0)
+    a, b = torch.randn(4, 32), torch.randn(4, 32)
+    assert _kernel_count(fn, a, b) == 1
+    _matches_eager(fn, a, b)
+
+
+def test_no_horizontal_fusion_when_a_reader_of_the_first_would_wait():
+    # The matmul reads the first sum before the second: fusing would make it wait for the second.
+    def fn(a, b, w):
+        m = a.sum(0, keepdim=True) @ w
+        return m, b.sum(0, keepdim=True)
+    a, b, w = torch.randn(4, 16), torch.randn(4, 16), torch.randn(16, 16)
+    assert _kernel_count(fn, a, b, w) == 2
+    _matches_eager(fn, a, b, w)
+
+
+def test_no_horizontal_fusion_of_groups_far_apart():
+    from agnostic_rt.passes.partition import HORIZONTAL_WINDOW
+
+    def fn(a, b, w):
+        s = a.sum(0)
+        for _ in range(HORIZONTAL_WINDOW + 1):
+            b = b @ w  # library calls between the two sums
+        return s, b.sum(0)
+    a, b, w = torch.randn(4, 16), torch.randn(4, 16), torch.randn(16, 16)
+    assert _kernel_count(fn, a, b, w) == 2
+
+
+def test_no_horizontal_fusion_that_raises_the_peak_of_live_bytes():
+    # Fusing the two column sums would keep the first product alive until the second exists,
+    # which is then the graph's peak (both products at once instead of one at a time).
+    def fn(a, b, w):
+        s = (a @ w).sum(0)
+        return s, (b @ w).sum(0)
+    a, b, w = torch.randn(4, 64), torch.randn(4, 64), torch.randn(64, 4096)
+    assert _kernel_count(fn, a, b, w) == 2
+    _matches_eager(fn, a, b, w)
