@@ -177,8 +177,13 @@ class FusionPartitioner:
                 rescan = self._became_rows
                 self._became_rows = False
                 self.merge_siblings(node, self.members[self.gid[node]] if rescan else [node])
-        self.merge_horizontal()
         self.peel_views()
+        # After peeling, a group's place is that of its last real node; the contracted graph is
+        # rebuilt for the groups and views as they now are.
+        self.units = nx.DiGraph()
+        for node in self.gm.graph.nodes:
+            self.link(node)
+        self.merge_horizontal()
         return self.groups()
 
     def unit(self, node: fx.Node):
@@ -328,12 +333,24 @@ class FusionPartitioner:
         """Bytes stored at each graph position: graph inputs throughout (the caller may hold them:
         parameters), library and ATen results and kernel outputs (a group's inner values are never
         stored) from where they are made until their storage's last read; views own nothing.
-        ``moved=(g, h)``: as if group ``g`` ran at group ``h``'s place."""
+        ``moved=(g, h)``: as if group ``g`` ran at group ``h``'s place.
+
+        A unit runs where ``build_program`` puts it: at its last node's position (a kernel's last
+        member), or later when something it reads runs later (a view of a kernel output whose
+        group ends after the view, and everything reading that view)."""
+        units = self.units
+        if moved is not None:
+            units = nx.contracted_nodes(units, ("g", moved[1]), ("g", moved[0]), self_loops=False)
+        start: dict = {}
+        for u in nx.topological_sort(units):
+            own = self.position(u[1]) if u[0] == "g" else self.order[u[1]]
+            start[u] = max([own, *(start[p] for p in units.predecessors(u))])
+
         def at(n: fx.Node) -> int:
             g = self.gid.get(n)
             if g is None:
-                return self.order[n]
-            return self.position(moved[1] if moved is not None and g == moved[0] else g)
+                return start.get(("n", n), self.order[n])
+            return start[("g", moved[1] if moved is not None and g == moved[0] else g)]
 
         def last_read(n: fx.Node) -> int:
             last = -1
@@ -453,7 +470,7 @@ class FusionPartitioner:
             if not real:
                 for n in nodes:
                     del self.gid[n]
-                del self.members[g]
+                del self.members[g], self.space[g]
 
     def groups(self) -> list[Group]:
         out: list[Group] = []

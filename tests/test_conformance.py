@@ -218,7 +218,7 @@ def _kernels(expect_dir: Path) -> SuiteConfig:
 def test_kernel_tier_checks_each_generated_kernel_alone_against_aten(tmp_path):
     report = run_suite(_kernels(tmp_path))
     alone = [r for r in report.results if r.extra.get("alone")]
-    assert len(alone) >= 8, [r.key for r in alone]
+    assert len(alone) >= 5, [r.key for r in alone]  # mlp's step: 2 forward kernels, 4 backward
     assert {r.target for r in alone} == {"h100-interp"}
     assert {r.case.split(".")[1] for r in alone} >= {"forward0", "backward0"}
     assert all(r.status == "pass" and r.extra["kernel"] in r.message for r in alone), \

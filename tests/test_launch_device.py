@@ -16,7 +16,8 @@ from agnostic_rt.targets import get_target
 
 def test_factory_kernel_launcher_targets_the_graphs_device():
     def fn(x):
-        return x * 2.0, torch.arange(16, device=x.device, dtype=torch.float32) + 1.0
+        # arange over another size than x: one space would fuse the two into one kernel.
+        return x * 2.0, torch.arange(8, device=x.device, dtype=torch.float32) + 1.0
 
     with FakeTensorMode(allow_non_fake_inputs=False) as mode:
         # A fake CUDA tensor: meta storage that reports device cuda:0, so no GPU (or CUDA build) is needed.
