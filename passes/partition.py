@@ -13,7 +13,8 @@ order: a node joins the group of one of its producers when
   another row).
 
 After a node joins, the groups of its other producers fold into its group where they fit the same
-way (a producer of one value per row into a row reduction, a scalar into anything). Once every node
+way (a producer of one value per row into a row reduction, a scalar into anything, a smaller
+producer read broadcast when recomputing it is cheap: ``absorb_space``). Once every node
 is placed, groups of one space that are independent and close fuse horizontally, unless that holds
 bytes alive past the graph's peak (``merge_horizontal``): small models are launch-bound, and each
 merge is one launch fewer.
@@ -51,6 +52,15 @@ ATEN = "aten"  # run node by node through ATen (the CPU target, or a fallback)
 
 #: Groups further apart than this many graph nodes are not fused horizontally (see merge_horizontal).
 HORIZONTAL_WINDOW = 64
+#: A producer that computes may be recomputed this many times per value in the kernel that reads it
+#: broadcast, rather than stored by a launch of its own (see absorb_space).
+BROADCAST_RECOMPUTE = 16
+#: Ops that only move values (recomputing them at every point that reads them costs the same loads).
+_DATA_MOVES = frozenset({
+    aten.embedding, aten.index_select, aten.gather, aten.index, aten.clone, aten.lift_fresh_copy,
+    aten._to_copy, aten.copy, aten.expand, aten.arange, aten.full, aten.scalar_tensor, aten.zeros,
+    aten.ones, torch.ops.prims.iota, torch.ops.prims.convert_element_type,
+})
 
 # Packets whose work belongs to the vendor library (cuBLAS/hipBLASLt, cuDNN/MIOpen, flash attention).
 LIBRARY_OPS = frozenset({
@@ -246,25 +256,38 @@ class FusionPartitioner:
             h = self.gid.get(i)
             if h is None or h == g or h not in self.members:
                 continue
-            merged = self.absorb_space(self.space[g], self.space[h])
+            merged = self.absorb_space(self.space[g], self.space[h], h)
             if merged is not None:
                 self.merge_groups(g, h, merged)
         if self.low.scatter_space(node) is not None:
             self.absorb_fill(node, g)
 
-    def absorb_space(self, gs: tuple, hs: tuple) -> tuple | None:
+    def absorb_space(self, gs: tuple, hs: tuple, h: int) -> tuple | None:
         """The space of group ``g`` (``gs``) after it takes in its producer group ``h`` (``hs``), or None.
 
         A producer fits where one of its nodes would (:meth:`merge_space`): same points, full rows
         or one value per row of a reduction. A scalar (one element, e.g. the ``full([], 0.)`` of a
         ReLU's backward) fits any kernel, read as a broadcast: its own launch would cost more than
-        the kernel it feeds. A scatter-add's group takes the pointwise groups over its points.
+        the kernel it feeds. A smaller pointwise producer the kernel reads broadcast (a position
+        embedding added over the batch) is recomputed at each point that reads it: free when it only
+        moves data (loads, gathers, copies), and otherwise allowed up to ``BROADCAST_RECOMPUTE``
+        evaluations per value. A scatter-add's group takes the pointwise groups over its points.
         """
         if gs[0] == "s" or hs[0] == "s":
             return gs if gs[0] == "s" and hs == ("p", gs[1]) else None
         if hs == ("p", 1):
             return gs
-        return self.merge_space(gs, hs)
+        merged = self.merge_space(gs, hs)
+        if merged is not None or hs[0] != "p" or hs[1] == 0:
+            return merged
+        points = gs[1] if gs[0] == "p" else gs[1] * gs[2]
+        if points % hs[1] or (points // hs[1] > BROADCAST_RECOMPUTE and not self.moves_data(h)):
+            return None
+        return gs
+
+    def moves_data(self, g: int) -> bool:
+        """Whether group ``g`` only moves values: views, copies, gathers, index and constant sources."""
+        return all(packet_of(n) in self.low.VIEW_OPS or packet_of(n) in _DATA_MOVES for n in self.members[g])
 
     def merge_groups(self, g: int, h: int, space: tuple) -> bool:
         """Fold group ``h`` into ``g`` (space ``space``) when the contracted graph stays acyclic and

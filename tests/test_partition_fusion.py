@@ -294,3 +294,28 @@ def test_horizontal_fusion_keeps_the_memory_plans_peak_on_gpt2_training(monkeypa
     assert fused.keys() == apart.keys() == {"forward", "backward"}
     for kind in fused:
         assert fused[kind]["peak_bytes_before"] <= apart[kind]["peak_bytes_before"], kind
+
+
+def test_a_gather_read_broadcast_folds_into_the_kernel_that_reads_it():
+    # Token plus position embeddings: the [1, S, H] position gather is re-gathered at every batch
+    # element (the same loads) instead of a launch of its own.
+    def fn(tok, pos, wte, wpe):
+        return F.layer_norm(F.embedding(tok, wte) + F.embedding(pos, wpe), (32,))
+    tok, pos = torch.randint(0, 50, (4, 16)), torch.arange(16).unsqueeze(0)
+    wte, wpe = torch.randn(50, 32), torch.randn(16, 32)
+    assert _kernel_count(fn, tok, pos, wte, wpe) == 1
+    _matches_eager(fn, tok, pos, wte, wpe)
+
+
+def test_a_computed_producer_read_broadcast_is_recomputed_only_a_few_times():
+    from agnostic_rt.passes.partition import BROADCAST_RECOMPUTE
+
+    def fn(a, b):
+        return a * torch.exp(b)
+    b = torch.randn(1, 32)
+    few, many = torch.randn(BROADCAST_RECOMPUTE, 32), torch.randn(BROADCAST_RECOMPUTE + 1, 32)
+    # exp(b) has 32 values read at 16 x 32 points: recomputed 16 times each; at 17 x 32, stored.
+    assert _kernel_count(fn, few, b) == 1
+    assert _kernel_count(fn, many, b) == 2
+    _matches_eager(fn, few, b)
+    _matches_eager(fn, many, b)
