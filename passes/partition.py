@@ -33,6 +33,7 @@ outside every kernel stay ATen views (metadata only, no copy).
 from __future__ import annotations
 
 import logging
+import math
 import operator
 from collections import Counter
 from dataclasses import dataclass, field
@@ -529,8 +530,17 @@ def _owns_storage(node: fx.Node, views: frozenset) -> bool:
 
 
 def _nbytes(node: fx.Node) -> int:
+    """Bytes of the node's value at its example sizes (symbolic sizes read as their hints, as the
+    lowering reads them, so no size is guarded on)."""
+    from agnostic_rt.backends.lowering import Unsupported, _ints
+
     val = node.meta.get("val")
-    return val.numel() * val.element_size() if isinstance(val, torch.Tensor) else 0
+    if not isinstance(val, torch.Tensor):
+        return 0
+    try:
+        return math.prod(_ints(val.shape)) * val.element_size()
+    except Unsupported:  # a size without an example value: not counted
+        return 0
 
 
 def _is_acyclic(groups: list[Group]) -> bool:

@@ -319,3 +319,24 @@ def test_a_computed_producer_read_broadcast_is_recomputed_only_a_few_times():
     assert _kernel_count(fn, many, b) == 2
     _matches_eager(fn, few, b)
     _matches_eager(fn, many, b)
+
+
+def test_horizontal_fusion_under_dynamic_shapes_neither_fails_nor_recompiles(caplog):
+    # Symbolic sizes read as their hints in the stored-bytes estimate: no guard on a size, so a
+    # second batch size runs the same compile.
+    caplog.set_level(logging.WARNING, logger="agnostic_rt")
+
+    def fn(a, b):
+        return torch.relu(a).sum(0), (b * 2).sum(0)
+
+    torch._dynamo.reset()
+    counts = torch._dynamo.utils.counters
+    counts.clear()
+    compiled = torch.compile(fn, backend="agnostic", dynamic=True, options={"target": "h100", "interpret": True})
+    for n in (5, 7):
+        a, b = torch.randn(n, 16), torch.randn(n, 16)
+        for got, want in zip(compiled(a, b), fn(a, b)):
+            torch.testing.assert_close(got, want)
+    assert counts["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()
+    assert not [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
