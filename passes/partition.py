@@ -33,7 +33,6 @@ outside every kernel stay ATen views (metadata only, no copy).
 from __future__ import annotations
 
 import logging
-import math
 import operator
 from collections import Counter
 from dataclasses import dataclass, field
@@ -410,13 +409,7 @@ class FusionPartitioner:
         if self.low.fill_value(dest) is None or len(dest.users) != 1 or h is None or h == g \
                 or self.members.get(h) != [dest]:
             return
-        union = sorted(self.members[g] + [dest], key=self.order.__getitem__)
-        if not self.trial(union):
-            return
-        self.gid[dest] = g
-        self.members[g] = union
-        del self.members[h], self.space[h]
-        nx.contracted_nodes(self.units, ("g", g), ("g", h), self_loops=False, copy=False)
+        self.merge_groups(g, h, self.space[g])  # the fill's only reader is in g: no cycle can close
 
     def merge_creates_cycle(self, g: int, h: int) -> bool:
         """Whether contracting groups g and h closes a cycle: a path between them through a third unit."""
@@ -532,13 +525,13 @@ def _owns_storage(node: fx.Node, views: frozenset) -> bool:
 def _nbytes(node: fx.Node) -> int:
     """Bytes of the node's value at its example sizes (symbolic sizes read as their hints, as the
     lowering reads them, so no size is guarded on)."""
-    from agnostic_rt.backends.lowering import Unsupported, _ints
+    from agnostic_rt.backends.lowering import Unsupported, numel_of
 
     val = node.meta.get("val")
     if not isinstance(val, torch.Tensor):
         return 0
     try:
-        return math.prod(_ints(val.shape)) * val.element_size()
+        return numel_of(node) * val.element_size()
     except Unsupported:  # a size without an example value: not counted
         return 0
 
