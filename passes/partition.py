@@ -468,19 +468,18 @@ class FusionPartitioner:
 
     def peel_views(self) -> None:
         """Views whose every user is outside their group run as ATen views on the stored value."""
+        self.split_shared_views()
         changed = True
         while changed:
             changed = False
             for g, nodes in self.members.items():
                 for n in list(reversed(nodes)):
-                    if packet_of(n) not in self.low.VIEW_OPS or packet_of(n) is operator.getitem:
-                        continue
-                    if any(self.gid.get(u) == g for u in n.users):
-                        continue
-                    if isinstance(n.meta.get("val"), (tuple, list)):
+                    if not self.is_view(n) or any(self.gid.get(u) == g for u in n.users):
                         continue
                     nodes.remove(n)
                     del self.gid[n]
+                    if not n.users:  # its readers moved to an outside copy: peeled, it would
+                        self.gm.graph.erase_node(n)  # still make its source an output
                     changed = True
         for g, nodes in list(self.members.items()):
             real = [n for n in nodes if packet_of(n) not in self.low.VIEW_OPS]
@@ -488,6 +487,47 @@ class FusionPartitioner:
                 for n in nodes:
                     del self.gid[n]
                 del self.members[g], self.space[g]
+
+    def is_view(self, node: fx.Node) -> bool:
+        """A view the lowering folds into indexing (not a getitem, not a tuple-valued split)."""
+        return (packet_of(node) in self.low.VIEW_OPS and packet_of(node) is not operator.getitem
+                and not isinstance(node.meta.get("val"), (tuple, list)))
+
+    def split_shared_views(self) -> None:
+        """A view of a value computed outside its group, read both inside the group and outside it,
+        would be stored as a kernel output: a copy the size of the view (GPT-2's key and value
+        permutes, read by the KV-cache cat in the kernel and by attention outside). Readers outside
+        get an ATen view of the outside value of their own instead (metadata only), so the kernel
+        neither writes nor owns it, and an output that aliased its input in the traced graph still
+        does."""
+        for g, nodes in list(self.members.items()):
+            copies: dict[fx.Node, fx.Node] = {}
+            for n in sorted(nodes, key=self.order.__getitem__):
+                readers = [u for u in n.users if self.gid.get(u) != g]
+                if not readers or not self.is_view(n):
+                    continue
+                ext = self.outside_copy(n, g, copies)
+                if ext is not None:
+                    for u in readers:
+                        u.replace_input_with(n, ext)
+
+    def outside_copy(self, n: fx.Node, g: int, copies: dict[fx.Node, fx.Node]) -> fx.Node | None:
+        """``n`` as a node outside group ``g``: itself if it is not a member, an ATen copy of a view
+        chain rooted outside (made once, kept in ``copies``), None if ``g`` computes it."""
+        if self.gid.get(n) != g:
+            return n
+        if n in copies:
+            return copies[n]
+        srcs = n.all_input_nodes
+        if not self.is_view(n) or len(srcs) != 1:
+            return None
+        root = self.outside_copy(srcs[0], g, copies)
+        if root is None:
+            return None
+        with self.gm.graph.inserting_after(n):
+            copies[n] = self.gm.graph.node_copy(n, lambda a: root if a is srcs[0] else a)
+        self.order[copies[n]] = self.order[n]
+        return copies[n]
 
     def groups(self) -> list[Group]:
         out: list[Group] = []

@@ -340,3 +340,47 @@ def test_horizontal_fusion_under_dynamic_shapes_neither_fails_nor_recompiles(cap
     assert counts["stats"]["unique_graphs"] == 1
     torch._dynamo.reset()
     assert not [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+
+
+def _view_outputs(groups) -> list:
+    """Kernel outputs that are views of a value computed outside their group (stored copies)."""
+    from agnostic_rt.backends.lowering import VIEW_OPS
+    from agnostic_rt.passes.partition import packet_of
+
+    found = []
+    for g in groups:
+        inside = set(g.nodes)
+        for out in g.outputs if g.kind == KERNEL else ():
+            n = out
+            while n in inside and packet_of(n) in VIEW_OPS:
+                n = n.all_input_nodes[0]
+            if n is not out and n not in inside:
+                found.append(out)
+    return found
+
+
+def test_a_view_of_an_outside_value_read_inside_and_outside_is_not_stored():
+    # GPT-2's KV cache: the key's permute is read by the cat in a kernel and outside it (by
+    # attention there; here it is a graph output). The kernel stored a copy of the permute; now
+    # the output is an ATen view of the library result, as traced, and the kernel writes only the cat.
+    def fn(x, w):
+        k = (x @ w).view(4, 8, 2).permute(1, 0, 2)
+        return torch.cat([torch.zeros(0, 4, 2), k], 0) * 2, k
+    x, w = torch.randn(4, 16), torch.randn(16, 16)
+    gm, groups = _groups(fn, x, w)
+    assert _view_outputs(groups) == []
+    cat = next(g for g in groups if any(n.target == torch.ops.aten.cat.default for n in g.nodes))
+    assert [n.target for n in cat.outputs] == [torch.ops.aten.mul.Tensor]
+    _matches_eager(fn, x, w)
+
+
+def test_a_view_chain_read_outside_through_a_dead_view_leaves_no_output():
+    # The outside reader of an inner view moves to an ATen copy of the chain; the in-group view it
+    # read through is then dead and must not keep its source a kernel output.
+    def fn(x, w, w2):
+        y = (x @ w).view(8, 8)
+        return y.sum(0), y.t() @ w2
+    x, w, w2 = torch.randn(4, 16), torch.randn(16, 16), torch.randn(8, 8)
+    gm, groups = _groups(fn, x, w, w2)
+    assert _view_outputs(groups) == []
+    _matches_eager(fn, x, w, w2)
