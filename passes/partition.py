@@ -268,14 +268,15 @@ class FusionPartitioner:
         A producer fits where one of its nodes would (:meth:`merge_space`): same points, full rows
         or one value per row of a reduction. A scalar (one element, e.g. the ``full([], 0.)`` of a
         ReLU's backward) fits any kernel, read as a broadcast: its own launch would cost more than
-        the kernel it feeds. A smaller pointwise producer the kernel reads broadcast (a position
+        the kernel it feeds; so does an empty producer (an empty KV cache ``cat``-ed to the keys),
+        whose group launches nothing but is still a call per step. A smaller pointwise producer the kernel reads broadcast (a position
         embedding added over the batch) is recomputed at each point that reads it: free when it only
         moves data (loads, gathers, copies), and otherwise allowed up to ``BROADCAST_RECOMPUTE``
         evaluations per value. A scatter-add's group takes the pointwise groups over its points.
         """
         if gs[0] == "s" or hs[0] == "s":
             return gs if gs[0] == "s" and hs == ("p", gs[1]) else None
-        if hs == ("p", 1):
+        if hs in (("p", 1), ("p", 0)):  # a scalar, or nothing (an empty KV cache's constant)
             return gs
         merged = self.merge_space(gs, hs)
         if merged is not None or hs[0] != "p" or hs[1] == 0:

@@ -384,3 +384,13 @@ def test_a_view_chain_read_outside_through_a_dead_view_leaves_no_output():
     gm, groups = _groups(fn, x, w, w2)
     assert _view_outputs(groups) == []
     _matches_eager(fn, x, w, w2)
+
+
+def test_an_empty_producer_folds_into_the_kernel_that_reads_it():
+    # HF's empty KV cache: cat([empty, k]). The empty tensor's group launched nothing but was still
+    # a launcher call per step; it now joins the cat's kernel (which never loads from it).
+    def fn(a):
+        return torch.cat([torch.zeros(0, 8), a * 2], 0) + 1
+    a = torch.randn(4, 8)
+    assert _kernel_count(fn, a) == 1
+    _matches_eager(fn, a)
