@@ -14,7 +14,7 @@ from .debug import DebugDump
 from .memory_plan import plan_buffers
 from .program import boxed, build_program
 from .targets import Target
-from .view_fold import fold_views
+from .view_fold import fold_views, hidden_outputs
 
 log = logging.getLogger("agnostic_rt.pipeline")
 
@@ -50,7 +50,7 @@ def compile_graph(gm: fx.GraphModule, example_inputs, *, target: Target, options
     if gains is not None:
         gains[kind] = (float("inf") if kernels else gain, nodes)
     program = build_program(gm, groups, kernels)
-    fold_views(program)
+    fold_views(program, hidden_outputs(program, kind))
     reused = 0
     if options.reuse_buffers and kernels:
         plan = plan_buffers(program)

@@ -117,12 +117,21 @@ def _has_nodes(args) -> bool:
     return bool(found)
 
 
-def fold_views(gm: fx.GraphModule) -> int:
+def fold_views(gm: fx.GraphModule, hidden_outputs: frozenset[int] = frozenset()) -> int:
     """Replace each view chain's end, where a non-view op or the output reads it, by one
     :class:`ViewOf` call on the chain's root; the chain's nodes nothing else reads go away. Returns
-    the chains folded."""
+    the chains folded.
+
+    ``hidden_outputs``: output positions nobody but autograd reads (a forward's saved tensors, a
+    backward's gradients; see :func:`hidden_outputs`). A chain returned only there is
+    reinterpreted like an internal one when its root is a value the program made that no visible
+    output shares: then nothing can modify that storage in place behind the saved tensor's version
+    counter, and a view and a reinterpretation cannot be told apart."""
     graph = gm.graph
     folded = 0
+    out = graph.output_node()
+    outs = out.args[0] if isinstance(out.args[0], (tuple, list)) else (out.args[0],)
+    visible = {_root(v) for i, v in enumerate(outs) if isinstance(v, fx.Node) and i not in hidden_outputs}
     for n in list(graph.nodes):
         if view_source(n) is None:
             continue
@@ -137,8 +146,10 @@ def fold_views(gm: fx.GraphModule) -> int:
         end, base = _static_layout(n), _static_layout(root)
         if end is None or base is None or any(_has_nodes(step[1:]) for step in steps):
             continue
+        hidden = root.op != "placeholder" and root not in visible and all(
+            i in hidden_outputs for i, v in enumerate(outs) if v is n)
         with graph.inserting_before(n):
-            internal = all(u.op == "call_function" for u in readers)
+            internal = all(u.op == "call_function" or (u is out and hidden) for u in readers)
             new = graph.call_function(ViewOf(end[0], end[1], end[2] - base[2], base[1], steps, internal), (root,))
         new.meta = dict(n.meta)
         n.replace_all_uses_with(new, delete_user_cb=readers.__contains__)
@@ -152,9 +163,36 @@ def fold_views(gm: fx.GraphModule) -> int:
     return folded
 
 
+def _root(n: fx.Node) -> fx.Node:
+    while view_source(n) is not None:
+        n = view_source(n)
+    return n
+
+
+def hidden_outputs(gm: fx.GraphModule, kind: str) -> frozenset[int]:
+    """Output positions of an aot_autograd graph only autograd reads: all of a backward's (gradients)
+    and a forward's saved tensors, which follow its visible returns (effect tokens, mutated
+    inputs, user outputs, the bases aliased outputs are regenerated from, the RNG offset: aot's
+    ``fw_metadata``, as Inductor reads it). Empty when that is unknown."""
+    out = gm.graph.output_node().args[0]
+    n = len(out) if isinstance(out, (tuple, list)) else 1
+    if kind == "backward":
+        return frozenset(range(n))
+    if kind != "forward":
+        return frozenset()
+    ctx = torch._guards.TracingContext.try_get()
+    meta = getattr(ctx, "fw_metadata", None)
+    try:
+        visible = (meta.num_forward_returns + meta.num_outputs_rng_offset
+                   + len(getattr(meta, "tokens", None) or ()))
+    except (AttributeError, TypeError):
+        return frozenset()
+    return frozenset(range(visible, n))
+
+
 def _mutates(n: fx.Node) -> bool:
     schema = getattr(n.target, "_schema", None)
     return bool(schema is not None and schema.is_mutable)
 
 
-__all__ = ["fold_views", "ViewOf", "view_source", "VIEW_OPS"]
+__all__ = ["fold_views", "ViewOf", "view_source", "VIEW_OPS", "hidden_outputs"]

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from agnostic_rt.memory_plan import span_bytes
+from agnostic_rt.view_fold import _reinterpret
 
 from .registry import GeneratedKernel, cache_dir
 from .triton_emit import TritonKernelSource
@@ -256,6 +257,7 @@ class KernelLauncher:
         checks = tuple(zip(self.in_strides, self._aligned))
         specs = tuple(self.out_specs)
         alloc = fast_allocator(device)
+        donated = tuple((spec, span_bytes(spec[0], spec[1], spec[2].itemsize)) for spec in specs)
 
         def fast(inputs, reuse):
             for t, (stride, aligned) in zip(inputs, checks):
@@ -263,10 +265,8 @@ class KernelLauncher:
                     return None
             if reuse is None:
                 outs = [alloc(*spec) for spec in specs]
-            else:
-                outs = [_output_in(donor, spec, device, alloc) for donor, spec in zip(reuse, specs)]
-                if not all(o.data_ptr() % 16 == 0 for o in outs):
-                    return None
+            else:  # a donor's storage start is the allocator's, so 16-byte aligned as a fresh one
+                outs = [_output_in(donor, spec, device, alloc, need) for donor, (spec, need) in zip(reuse, donated)]
             return tuple(outs) if self._run_direct(inputs, outs) else None
 
         return fast
@@ -433,17 +433,20 @@ def fast_allocator(device: torch.device) -> Callable:
     return lambda shape, stride, dtype: torch.empty_strided(shape, stride, dtype=dtype, device=device)
 
 
-def _output_in(donor: torch.Tensor | None, spec, device: torch.device, alloc: Callable | None = None
-               ) -> torch.Tensor:
-    """An output of layout ``spec`` in ``donor``'s storage when the plan's promise holds (same dtype
-    and device, a storage large enough): the donor itself when its layout is already ``spec``'s
-    (the common case, no new tensor), else a view of its storage. Otherwise a fresh one from
-    ``alloc(shape, stride, dtype)`` (``torch.empty_strided`` on ``device`` by default)."""
+def _output_in(donor: torch.Tensor | None, spec, device: torch.device, alloc: Callable | None = None,
+               need: int | None = None) -> torch.Tensor:
+    """An output of layout ``spec`` at the start of ``donor``'s storage when the plan's promise holds
+    (same dtype and device, a storage of at least ``need`` bytes: the span of ``spec``); otherwise
+    a fresh one from ``alloc(shape, stride, dtype)`` (``torch.empty_strided`` on ``device`` by
+    default). The donor is dead, so the output is a reinterpretation of its storage (Inductor's
+    ``reinterpret_tensor``, ~1 us), not a view: nothing it shared with the donor can matter."""
     shape, stride, dt = spec
     if donor is not None and donor.dtype == dt and donor.device == device:
-        if donor.stride() == stride and donor.shape == shape and donor.storage_offset() == 0:
-            return donor
-        if donor.untyped_storage().nbytes() >= span_bytes(shape, stride, donor.element_size()):
+        if need is None:
+            need = span_bytes(shape, stride, dt.itemsize)
+        if donor.untyped_storage().nbytes() >= need:
+            if _reinterpret is not None:
+                return _reinterpret(donor, shape, stride, -donor.storage_offset())
             return donor.as_strided(shape, stride, 0)
     if alloc is not None:
         return alloc(shape, stride, dt)

@@ -126,6 +126,28 @@ class _Counts:
     jit_launches = 0  # first launches, through the stub "JIT"
     direct_launches = 0  # later launches, through the kept binary's runner
     launchers = 0  # KernelLaunchers made while stubbed
+    inits = 0  # outputs initialised before an accumulating kernel (a fill or copy launch on a GPU)
+
+
+def _stub_init_outputs(ir, ins, outs) -> None:
+    """``triton_launch.init_outputs`` with its device work left out: on a GPU each fill or copy is one
+    more asynchronous launch, which Inductor's column has as a (stubbed) Triton kernel, while on the
+    CPU it would memset megabytes (an embedding's gradient). The ATen dispatch stays, on an empty
+    tensor of the output's dtype."""
+    for buf, out in zip(ir.outputs, outs):
+        if buf.init is None:
+            continue
+        _Counts.inits += 1
+        empty = _EMPTY.get(out.dtype)
+        if empty is None:
+            empty = _EMPTY[out.dtype] = torch.empty(0, dtype=out.dtype)
+        if isinstance(buf.init, str):
+            empty.copy_(empty)
+        else:
+            empty.fill_(buf.init)
+
+
+_EMPTY: dict[torch.dtype, torch.Tensor] = {}
 
 
 class _FakeBinary:
@@ -156,10 +178,12 @@ class _FakeJit:
 @contextlib.contextmanager
 def stubbed_launches() -> Iterator[None]:
     """While active, KernelLaunchers made get a stub kernel and take the GPU (non-interpreted) path."""
+    from agnostic_rt.backends import triton_launch
     from agnostic_rt.backends.registry import GeneratedKernel
     from agnostic_rt.backends.triton_launch import KernelLauncher
 
     orig_function, orig_init = GeneratedKernel.function, KernelLauncher.__init__
+    orig_outputs = triton_launch.init_outputs
 
     def function(self, interpret: bool):
         return _FakeJit(self.name)
@@ -170,10 +194,12 @@ def stubbed_launches() -> Iterator[None]:
         _Counts.launchers += 1
 
     GeneratedKernel.function, KernelLauncher.__init__ = function, init
+    triton_launch.init_outputs = _stub_init_outputs
     try:
         yield
     finally:
         GeneratedKernel.function, KernelLauncher.__init__ = orig_function, orig_init
+        triton_launch.init_outputs = orig_outputs
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -268,15 +294,19 @@ def _layouts(val):
 
 def _shape_only(name: str, layouts) -> Callable:
     """A library call's stand-in (``--library stub``): its outputs allocated in the layout the graph
-    recorded, nothing computed."""
-    empty = torch.empty_strided
+    recorded, nothing computed. They are allocated through the C++ entry point (the op itself
+    allocates in C++, not through ``torch.empty_strided``'s Python argument parsing), as Inductor's
+    wrapper allocates the ``out=`` buffers of its own stubbed library calls."""
+    from agnostic_rt.backends.triton_launch import fast_allocator
+
+    empty = fast_allocator(torch.device("cpu"))
 
     def make(spec):
         if isinstance(spec, list):
             return tuple(make(s) for s in spec)
         if spec == ("none",):
             return None
-        return empty(spec[0], spec[1], dtype=spec[2])
+        return empty(spec[0], spec[1], spec[2])
 
     def call(*args, **kwargs):
         return make(layouts)

@@ -196,7 +196,10 @@ def test_the_launcher_checks_the_donor_and_allocates_when_it_does_not_fit():
     cpu = torch.device("cpu")
     spec = ((4, 8), (8, 1), torch.float32)
     same = torch.empty(4, 8)
-    assert _output_in(same, spec, cpu) is same
+    out = _output_in(same, spec, cpu)
+    assert out.data_ptr() == same.data_ptr() and out.shape == (4, 8) and out.stride() == (8, 1)
+    offset = torch.empty(40)[8:].view(4, 8)  # a donor viewing its storage past the start: reused from the start
+    assert _output_in(offset, spec, cpu).data_ptr() == offset.untyped_storage().data_ptr()
     bigger = torch.empty(64)
     out = _output_in(bigger, spec, cpu)
     assert out.untyped_storage().data_ptr() == bigger.untyped_storage().data_ptr() and out.stride() == (8, 1)

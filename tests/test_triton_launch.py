@@ -195,7 +195,7 @@ def test_steady_calls_restride_reuse_and_stay_direct():
     torch.testing.assert_close(out, torch.exp(strided) * 2)
     donor = torch.empty(100)
     (out,) = gpu(x, reuse=(donor,))
-    assert out is donor
+    assert out.data_ptr() == donor.data_ptr()  # the donor's storage, reinterpreted
     torch.testing.assert_close(donor, torch.exp(x) * 2)
     assert gpu.fn.calls == ["jit", "direct", "direct"]
 

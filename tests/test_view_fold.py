@@ -120,3 +120,40 @@ def test_a_chain_only_the_program_reads_is_reinterpreted_and_a_returned_one_stay
     root = w if internal.size == (8, 8) and internal.stride == (1, 8) else x
     r = internal(root)
     assert r._base is None and r.untyped_storage().data_ptr() == root.untyped_storage().data_ptr()
+
+
+def _view_ofs(gm: fx.GraphModule) -> list[ViewOf]:
+    return [t for t in _targets(gm) if isinstance(t, ViewOf)]
+
+
+def test_a_view_returned_only_to_autograd_is_reinterpreted_unless_its_root_is_visible_or_an_input():
+    # Output 0 is the caller's; 1 and 2 are saved for backward (hidden). (x*3).t() has a root
+    # nothing visible shares: reinterpreted. y.t() views the visible y: a real view, so an in-place
+    # change of y still bumps the saved tensor's version counter. x.t() views an input: a real view.
+    def fn(x):
+        y = x * 2
+        return y, (x * 3).t(), y.t(), x.t()
+    x = torch.randn(4, 8)
+    gm = _traced(fn, x)
+    fold_views(gm, frozenset({1, 2, 3}))
+    internal = [v.internal for v in _view_ofs(gm)]
+    assert internal == [True, False, False]
+    out = gm(x)
+    for got, want in zip(out, fn(x)):
+        torch.testing.assert_close(got, want)
+    assert out[2]._base is out[0] and out[3]._base is x
+
+
+def test_without_hidden_outputs_every_returned_view_stays_a_view():
+    gm = _traced(lambda x: (x * 3).t(), torch.randn(4, 8))
+    fold_views(gm)
+    assert [v.internal for v in _view_ofs(gm)] == [False]
+
+
+def test_a_backward_graph_hides_every_output_and_a_forward_without_metadata_none():
+    from agnostic_rt.view_fold import hidden_outputs
+
+    gm = _traced(lambda x: (x * 2, x * 3), torch.randn(4))
+    assert hidden_outputs(gm, "backward") == frozenset({0, 1})
+    assert hidden_outputs(gm, "forward") == frozenset()  # no aot_autograd tracing context here
+    assert hidden_outputs(gm, "inference") == frozenset()
