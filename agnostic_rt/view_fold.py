@@ -180,7 +180,9 @@ def hidden_outputs(gm: fx.GraphModule, kind: str) -> frozenset[int]:
         return frozenset(range(n))
     if kind != "forward":
         return frozenset()
-    ctx = torch._guards.TracingContext.try_get()
+    from torch._guards import TracingContext
+
+    ctx = TracingContext.try_get()
     meta = getattr(ctx, "fw_metadata", None)
     try:
         visible = (meta.num_forward_returns + meta.num_outputs_rng_offset
