@@ -244,7 +244,7 @@ class KernelLauncher:
             return
         self._direct_args = (*self.sizes, *(self._cfg[k] for k in self.kernel.constexprs))
         self._aligned = _alignment((*ins, *outs))
-        if all(self._aligned[len(ins):]) and not self.kernel.ir.has_init and self.xnumel:
+        if all(self._aligned[len(ins):]) and self.xnumel:
             self._fast = self._make_fast(ins[0].device if ins else outs[0].device)
 
     def _make_fast(self, device: torch.device) -> Callable:
@@ -258,6 +258,7 @@ class KernelLauncher:
         specs = tuple(self.out_specs)
         alloc = fast_allocator(device)
         donated = tuple((spec, span_bytes(spec[0], spec[1], spec[2].itemsize)) for spec in specs)
+        ir = self.kernel.ir if self.kernel.ir.has_init else None
 
         def fast(inputs, reuse):
             for t, (stride, aligned) in zip(inputs, checks):
@@ -267,6 +268,8 @@ class KernelLauncher:
                 outs = [alloc(*spec) for spec in specs]
             else:  # a donor's storage start is the allocator's, so 16-byte aligned as a fresh one
                 outs = [_output_in(donor, spec, device, alloc, need) for donor, (spec, need) in zip(reuse, donated)]
+            if ir is not None:  # outputs the kernel adds into (atomics) start as a fill or an input's copy
+                init_outputs(ir, inputs, outs)
             return tuple(outs) if self._run_direct(inputs, outs) else None
 
         return fast

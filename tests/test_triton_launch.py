@@ -152,12 +152,12 @@ class _FakeJit:
         return run
 
 
-def _gpu_style_launcher(refuse=False):
+def _gpu_style_launcher(refuse=False, fn=lambda a: torch.exp(a) * 2, args=None):
     """A launcher as on a GPU (not interpreted), whose JIT and binary run the interpreted kernel."""
     from agnostic_rt.backends.triton_launch import KernelLauncher
 
     x = torch.randn(100)
-    ln = next(iter(compile_fn(lambda a: torch.exp(a) * 2, x).launchers.values()))
+    ln = next(iter(compile_fn(fn, *(args or (x,))).launchers.values()))
     gpu = KernelLauncher(ln.gk, ln.sizes, ln.in_strides, ln.out_specs, interpret=False, autotune=False,
                          fallback=ln.fallback, ops=ln.ops, device=torch.device("cpu"))
     gpu.fn = _FakeJit(ln.gk.function(interpret=True), ln.kernel.constexprs, refuse)
@@ -198,6 +198,20 @@ def test_steady_calls_restride_reuse_and_stay_direct():
     assert out.data_ptr() == donor.data_ptr()  # the donor's storage, reinterpreted
     torch.testing.assert_close(donor, torch.exp(x) * 2)
     assert gpu.fn.calls == ["jit", "direct", "direct"]
+
+
+def test_a_kernel_that_adds_into_its_output_initialises_it_on_the_steady_path_too():
+    # An embedding-style backward: zeros(8) then index_add of the values (atomic adds into the
+    # launcher's filled output). Each call must start from zeros, also once launches are direct.
+    def scatter(idx, v):
+        return torch.zeros(8).index_add(0, idx, v * 2)
+    idx, v = torch.tensor([1, 3, 1, 7, 0]), torch.randn(5)
+    gpu, _ = _gpu_style_launcher(fn=scatter, args=(idx, v))
+    assert gpu.kernel.ir.has_init
+    for _ in range(3):
+        (out,) = gpu(v, idx)  # the group's inputs, in its order
+        torch.testing.assert_close(out, scatter(idx, v))
+    assert gpu._fast is not None and gpu.fn.calls == ["jit", "direct", "direct"]
 
 
 def test_a_runner_that_refuses_its_arguments_leaves_the_jit_launching(caplog):
