@@ -237,15 +237,21 @@ class KernelLauncher:
         time. The runner takes the JIT's arguments: every parameter in order, constexprs last."""
         if not hasattr(compiled, "__getitem__"):
             return
+        device = ins[0].device if ins else outs[0].device
         try:
-            self._direct = compiled[self._grid]
+            runner = compiled[self._grid]
         except Exception as e:  # a Triton without the runner: the JIT launches every call
             log.debug("kernel %s launches through the JIT: %s", self.kernel.name, e)
             return
+        try:
+            self._direct = bare_runner(compiled, self._grid, device) or runner
+        except Exception as e:  # another Triton's binary layout: its own runner launches
+            log.debug("kernel %s launches through Triton's runner: %s", self.kernel.name, e)
+            self._direct = runner
         self._direct_args = (*self.sizes, *(self._cfg[k] for k in self.kernel.constexprs))
         self._aligned = _alignment((*ins, *outs))
         if all(self._aligned[len(ins):]) and self.xnumel:
-            self._fast = self._make_fast(ins[0].device if ins else outs[0].device)
+            self._fast = self._make_fast(device)
 
     def _make_fast(self, device: torch.device) -> Callable:
         """The steady-state call as one function over values bound once: inputs already in their
@@ -335,6 +341,39 @@ class KernelLauncher:
             if t < best_t:
                 best, best_t = cfg, t
         return best
+
+
+def bare_runner(compiled, grid: tuple[int, ...], device: torch.device) -> Callable | None:
+    """The binary's C launcher, called as Inductor's launchers call it on a GPU: grid, the raw
+    stream of ``device``, the loaded function, the packed metadata, no launch metadata and no hooks,
+    then every parameter in order. Triton's own runner (``CompiledKernel[grid]``) looks the current
+    device and stream up through its driver object and asks for launch metadata on every call: a few
+    microseconds of Python per launch, on a GPU model that is host-bound. None (keep Triton's runner)
+    off CUDA/ROCm, where this Triton lacks the pieces, or while a launch hook is installed (a
+    profiler such as Proton: Triton's runner serves it)."""
+    stream_of = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if device.type != "cuda" or stream_of is None:
+        return None
+    try:
+        from triton import knobs
+
+        hooks = (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook)
+    except (ImportError, AttributeError):
+        return None
+    if any(h is not None and getattr(h, "calls", None) != [] for h in hooks):  # None, or an empty HookChain
+        return None
+    compiled._init_handles()  # loads the module: sets run and function
+    run, function = getattr(compiled, "run", None), getattr(compiled, "function", None)
+    meta = getattr(compiled, "packed_metadata", getattr(compiled, "metadata", None))
+    if run is None or function is None or meta is None or not hasattr(compiled, "launch_metadata"):
+        return None
+    g0, g1, g2 = (*grid, 1, 1)[:3]
+    index = device.index if device.index is not None else torch.cuda.current_device()
+
+    def direct(*args):
+        run(g0, g1, g2, stream_of(index), function, meta, None, None, None, *args)
+
+    return direct
 
 
 def _alignment(tensors) -> tuple[bool, ...]:
@@ -496,5 +535,5 @@ def fit_layouts(inputs: Sequence[torch.Tensor], strides: Sequence[tuple[int, ...
     return out
 
 
-__all__ = ["KernelLauncher", "candidate_configs", "TuningCache", "device_key", "fit_layout", "fit_layouts",
+__all__ = ["KernelLauncher", "bare_runner", "candidate_configs", "TuningCache", "device_key", "fit_layout", "fit_layouts",
            "init_outputs", "stage_call", "fallback_outputs"]

@@ -342,3 +342,38 @@ def test_an_empty_group_only_allocates_its_outputs():
         (out,) = empty(x)
         assert out.shape == (0,) and out.dtype == torch.float32
     assert empty._fast is not None and empty._launch is None
+
+
+class _FakeBinary:
+    """The parts of a CompiledKernel bare_runner uses: a C launcher recording its arguments."""
+
+    def __init__(self):
+        self.calls, self.function, self.packed_metadata = [], 1234, ("meta",)
+
+    def _init_handles(self):
+        self.run = lambda *args: self.calls.append(args)
+
+    def launch_metadata(self, grid, stream, *args):
+        return None
+
+
+def test_the_bare_runner_calls_the_c_launcher_as_inductor_does(monkeypatch):
+    from agnostic_rt.backends.triton_launch import bare_runner
+
+    binary = _FakeBinary()
+    assert bare_runner(binary, (7,), torch.device("cpu")) is None  # only on a GPU
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: 1000 + index, raising=False)
+    run = bare_runner(binary, (7,), torch.device("cuda", 1))
+    run("x", "out", 100, 64)
+    # grid, the device's raw stream, function, packed metadata, no launch metadata or hooks, args
+    assert binary.calls == [(7, 1, 1, 1001, 1234, ("meta",), None, None, None, "x", "out", 100, 64)]
+
+
+def test_the_bare_runner_steps_aside_while_a_launch_hook_is_installed(monkeypatch):
+    from triton import knobs
+
+    from agnostic_rt.backends.triton_launch import bare_runner
+
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: 0, raising=False)
+    monkeypatch.setattr(knobs.runtime, "launch_enter_hook", lambda *a: None)
+    assert bare_runner(_FakeBinary(), (1,), torch.device("cuda", 0)) is None
