@@ -280,6 +280,7 @@ def fast_op(target: Callable) -> Callable:
     # FX names a call's global after these (the program's source reads aten_mm(...)).
     call.__name__ = call.__qualname__ = f"{target.namespace}_{packet.__name__}"
     call.__module__ = __name__
+    call.aten_op = target  # what it calls, for tools that read programs (bench/launch_count.py)
     return call
 
 

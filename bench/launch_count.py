@@ -95,15 +95,14 @@ def _is_view_op(target) -> bool:
 def count_program(program: torch.fx.GraphModule) -> dict:
     """One program's calls by kind; the named lists say which kernels and ops they are."""
     from agnostic_rt.passes.partition import LIBRARY_OPS
-    from agnostic_rt.program import _getitem
     from agnostic_rt.view_fold import ViewOf
 
     launchers = _launcher_types()
     out: dict = {"launches": 0, "empty": 0, "library": 0, "aten": 0, "views": 0,
                  "kernels": [], "empty_kernels": [], "library_ops": [], "aten_ops": [], "other": []}
     for node in program.graph.nodes:
-        t = node.target
-        if node.op != "call_function" or t is operator.getitem or t is _getitem:
+        t = getattr(node.target, "aten_op", node.target)  # program.fast_op's call names its op
+        if node.op != "call_function" or t is operator.getitem:
             continue  # getitem picks a launcher's output from its tuple: no call on the device
         if isinstance(t, launchers) or hasattr(t, "accepts_reuse"):
             empty = _is_empty(t)
