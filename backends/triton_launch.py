@@ -259,26 +259,42 @@ class KernelLauncher:
         outputs from the device's direct allocator (or the plan's donors), the binary's runner.
         Returns None where a call needs the general path (a restride, another alignment, a refused
         launch), which then handles it exactly as before. Fresh outputs start on the allocator's
-        512-byte (CUDA) or 64-byte (CPU) boundary, so only inputs are checked."""
-        checks = tuple(zip(self.in_strides, self._aligned))
-        specs = tuple(self.out_specs)
-        alloc = fast_allocator(device)
-        donated = tuple((spec, span_bytes(spec[0], spec[1], spec[2].itemsize)) for spec in specs)
-        ir = self.kernel.ir if self.kernel.ir.has_init else None
+        512-byte (CUDA) or 64-byte (CPU) boundary, and a donor's storage start is the allocator's,
+        so only inputs are checked. Generated as straight-line source, as Inductor's launchers are:
+        no loop over inputs, no argument tuples built per call (it runs once per kernel per step)."""
+        ins = [f"i{k}" for k in range(len(self.in_strides))]
+        outs = [f"o{k}" for k in range(len(self.out_specs))]
+        ns: dict = {"alloc": fast_allocator(device), "output_in": _output_in, "device": device,
+                    "direct": self._direct, "refused": self._refused, "init": init_outputs, "ir": self.kernel.ir}
+        src = ["def fast(inputs, reuse):"]
+        if ins:
+            src.append(f"    {', '.join(ins)}, = inputs")
+        for k, (stride, aligned) in enumerate(zip(self.in_strides, self._aligned)):
+            ns[f"S{k}"] = stride
+            src.append(f"    if i{k}.stride() != S{k} or (i{k}.data_ptr() % 16 == 0) is not {aligned}:")
+            src.append("        return None")
+        fresh, donated = [], []
+        for k, (shape, stride, dtype) in enumerate(self.out_specs):
+            ns[f"P{k}"], ns[f"N{k}"] = (shape, stride, dtype), span_bytes(shape, stride, dtype.itemsize)
+            fresh.append(f"        o{k} = alloc(*P{k})")
+            donated.append(f"        o{k} = output_in(reuse[{k}], P{k}, device, alloc, N{k})")
+        src += ["    if reuse is None:", *fresh, "    else:", *donated]
+        outs_tuple = f"({', '.join(outs)},)"
+        if self.kernel.ir.has_init:  # outputs the kernel adds into (atomics) start as a fill or an input's copy
+            src.append(f"    init(ir, inputs, {outs_tuple})")
+        for k, a in enumerate(self._direct_args):
+            ns[f"A{k}"] = a
+        args = ", ".join([*ins, *outs, *(f"A{k}" for k in range(len(self._direct_args)))])
+        src += ["    try:", f"        direct({args})", "    except Exception as e:", "        return refused(e)",
+                f"    return {outs_tuple}"]
+        exec(compile("\n".join(src), f"<launcher of {self.kernel.name}>", "exec"), ns)
+        return ns["fast"]
 
-        def fast(inputs, reuse):
-            for t, (stride, aligned) in zip(inputs, checks):
-                if t.stride() != stride or (t.data_ptr() % 16 == 0) != aligned:
-                    return None
-            if reuse is None:
-                outs = [alloc(*spec) for spec in specs]
-            else:  # a donor's storage start is the allocator's, so 16-byte aligned as a fresh one
-                outs = [_output_in(donor, spec, device, alloc, need) for donor, (spec, need) in zip(reuse, donated)]
-            if ir is not None:  # outputs the kernel adds into (atomics) start as a fill or an input's copy
-                init_outputs(ir, inputs, outs)
-            return tuple(outs) if self._run_direct(inputs, outs) else None
-
-        return fast
+    def _refused(self, e: Exception) -> None:
+        """The kept binary's runner refused a launch (raised before anything ran: argument packing is
+        checked first): the JIT launches this call and every later one."""
+        log.warning("kernel %s: the compiled runner refused a launch (%s); the JIT launches it", self.kernel.name, e)
+        self._direct = self._fast = None
 
     def _direct_launch(self, ins, outs) -> bool:
         """Launch through the kept binary; False where the JIT must launch this call: a pointer's
@@ -298,8 +314,7 @@ class KernelLauncher:
         try:
             direct(*ins, *outs, *self._direct_args)
         except Exception as e:
-            log.warning("kernel %s: the compiled runner refused a launch (%s); the JIT launches it", self.kernel.name, e)
-            self._direct = self._fast = None
+            self._refused(e)
             return False
         return True
 
