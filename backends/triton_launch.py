@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from agnostic_rt.memory_plan import span_bytes
-from agnostic_rt.view_fold import _reinterpret
+from agnostic_rt.view_fold import _guards, _reinterpret
 
 from .registry import GeneratedKernel, cache_dir
 from .triton_emit import TritonKernelSource
@@ -231,10 +231,11 @@ class KernelLauncher:
         return tuple(outs)
 
     def _prepare_direct(self, compiled, ins, outs) -> None:
-        """Keep the binary the JIT just launched and its own runner (``CompiledKernel[grid]``, the
-        API ``triton.compile`` results are launched with): later calls skip the JIT's per-call work
-        (argument binding, specialisation key, cache lookup), which is most of a small kernel's host
-        time. The runner takes the JIT's arguments: every parameter in order, constexprs last."""
+        """Keep the binary the JIT just launched and a runner for it: on CUDA/ROCm its C launcher
+        (:func:`bare_runner`), else Triton's own (``CompiledKernel[grid]``, the API ``triton.compile``
+        results are launched with). Later calls skip the JIT's per-call work (argument binding,
+        specialisation key, cache lookup), which is most of a small kernel's host time. The runner
+        takes the JIT's arguments: every parameter in order, constexprs last."""
         if not hasattr(compiled, "__getitem__"):
             return
         device = ins[0].device if ins else outs[0].device
@@ -473,9 +474,8 @@ def fast_allocator(device: torch.device) -> Callable:
     """``alloc(shape, stride, dtype)`` on ``device``: the C++ entry points Inductor's wrappers use
     (no argument parsing, ~1.3 us against ~3 us for ``torch.empty_strided`` on the dev CPU) where
     this torch has them; on CUDA only while ``device`` is the current device, which they allocate on."""
-    guards = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
     if device.type == "cuda":
-        fn = getattr(guards, "_empty_strided_cuda", None)
+        fn = getattr(_guards, "_empty_strided_cuda", None)
         index = device.index if device.index is not None else torch.cuda.current_device()
         if fn is not None:
             def alloc(shape, stride, dtype):
@@ -484,7 +484,7 @@ def fast_allocator(device: torch.device) -> Callable:
                 return torch.empty_strided(shape, stride, dtype=dtype, device=device)
             return alloc
     elif device.type == "cpu":
-        fn = getattr(guards, "_empty_strided_cpu", None)
+        fn = getattr(_guards, "_empty_strided_cpu", None)
         if fn is not None:
             return fn
     return lambda shape, stride, dtype: torch.empty_strided(shape, stride, dtype=dtype, device=device)

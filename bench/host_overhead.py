@@ -55,12 +55,11 @@ cached launcher (``_cached_launcher``, as on a GPU). What is stubbed is that ``r
 the driver. What stays in the timing per launch: the wrapper's ``get_raw_stream`` and
 ``<kernel>.run(...)`` calls, ``CachingAutotuner.run``'s fast-path checks, the launcher's grid
 arithmetic and argument order, and the wrapper's own work (input size asserts, ``empty_strided``
-allocations, ``reinterpret_tensor`` views). The levels differ by one Python layer: agnostic's stub
-replaces the runner Triton's ``CompiledKernel[grid]`` returns, a Python closure that on a GPU looks up
-the current device and stream through Triton's driver and calls ``launch_metadata`` before Triton's C
-launcher; Inductor's static launcher has no such layer (the wrapper passes the stream). So the proxy
-leaves out a few Python calls per launch that agnostic pays on a GPU and Inductor does not, which
-flatters agnostic by that much (not measurable here: Triton's driver needs a GPU). What Inductor's
+allocations, ``reinterpret_tensor`` views). Agnostic's stub replaces the runner its launcher keeps
+(Triton's ``CompiledKernel[grid]`` off a GPU); on CUDA/ROCm that runner is
+``triton_launch.bare_runner``, a closure calling the binary's C launcher with the current raw stream,
+one Python frame and one stream lookup more than Inductor's static launcher (whose wrapper passes
+the stream), which the proxy leaves out. What Inductor's
 CPU-device program does that a CUDA compile might not (bench/launch_count.py's caveats): its fusion
 is the scheduler's, unchecked against a CUDA compile; layouts are chosen for CPU kernels (on gpt2 two
 copies per layer make SDPA's k and v contiguous for the CPU flash-attention op: Triton launches a
@@ -126,7 +125,6 @@ class _Counts:
     jit_launches = 0  # first launches, through the stub "JIT"
     direct_launches = 0  # later launches, through the kept binary's runner
     launchers = 0  # KernelLaunchers made while stubbed
-    inits = 0  # outputs initialised before an accumulating kernel (a fill or copy launch on a GPU)
 
 
 def _stub_init_outputs(ir, ins, outs) -> None:
@@ -137,7 +135,6 @@ def _stub_init_outputs(ir, ins, outs) -> None:
     for buf, out in zip(ir.outputs, outs):
         if buf.init is None:
             continue
-        _Counts.inits += 1
         empty = _EMPTY.get(out.dtype)
         if empty is None:
             empty = _EMPTY[out.dtype] = torch.empty(0, dtype=out.dtype)
