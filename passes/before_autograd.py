@@ -18,7 +18,7 @@ import torch.fx as fx
 from agnostic_rt.targets import Target
 
 from .analysis import fake_mode_of
-from .optimizer import Limits, optimize_graph
+from .optimizer import optimize_graph
 
 log = logging.getLogger("agnostic_rt.before_autograd")
 
@@ -100,7 +100,7 @@ def rewrite(gm: fx.GraphModule, example_inputs, target: Target, numerics: str = 
     if len(placeholders) != len(example_inputs):
         raise RuntimeError(f"traced graph has {len(placeholders)} inputs for {len(example_inputs)} examples")
     params = {ph.target for ph, x in zip(placeholders, example_inputs) if isinstance(x, torch.nn.Parameter)}
-    out, report = optimize_graph(aten_gm, target, numerics, params=params, limits=Limits(time_limit=2.0))
+    out, report = optimize_graph(aten_gm, target, numerics, params=params)
     if not report.changed or not _changes_autograd(aten_gm, out):
         # nothing here needed to run before autograd: the post-autograd pass does the rest
         return gm

@@ -116,6 +116,9 @@ class Runner:
                 break
             if time.perf_counter() > deadline:
                 report.stop_reason = "time_limit"
+                log.warning("e-graph saturation stopped at its %.1f s time limit after %d iterations (%d nodes): "
+                            "the rewrites found depend on this machine's speed", self.time_limit, it + 1,
+                            eg.num_nodes)
                 break
             if eg.version == version:
                 if self.scheduler.any_banned(it):  # quiet only because rules sit out: let them in

@@ -136,6 +136,17 @@ def test_runner_stops_at_the_node_limit():
     assert report.stop_reason == "node_limit"
 
 
+def test_a_stop_on_the_clock_is_reported(caplog):
+    # the time limit is a safety net; when it decides, the result depends on the machine: say so
+    comm = Rule("add-comm", P(aten.add.Tensor, Var("a"), Var("b")), P(aten.add.Tensor, Var("b"), Var("a")))
+    xs = [torch.randn(2) for _ in range(4)]
+    gm = _graph(lambda *xs: sum(xs[1:], xs[0]), *xs)
+    with caplog.at_level("WARNING", logger="agnostic_rt.runner"):
+        report = Runner(FxEGraph(gm).eg, [comm], iter_limit=50, time_limit=0.0).run()
+    assert report.stop_reason == "time_limit" and report.iterations == 1
+    assert "time limit" in caplog.text and "machine's speed" in caplog.text
+
+
 def test_backoff_bans_an_exploding_rule_and_the_others_still_fire():
     comm = Rule("add-comm", P(aten.add.Tensor, Var("a"), Var("b")), P(aten.add.Tensor, Var("b"), Var("a")))
     xs = [torch.randn(2) for _ in range(6)]
