@@ -145,7 +145,7 @@ def _tensor_args(n: fx.Node) -> list[fx.Node]:
 def _classify(g: fx.Graph) -> tuple[_Classes, set[fx.Node]]:
     """Storage classes of every value of ``g``, and the fresh storages (class roots) a kernel or an
     alias-free ATen op allocates."""
-    from .view_fold import ViewOf
+    from .view_fold import is_folded_view
 
     cls = _Classes()
     fresh: set[fx.Node] = set()
@@ -169,7 +169,7 @@ def _classify(g: fx.Graph) -> tuple[_Classes, set[fx.Node]]:
         elif _accepts_reuse(n.target):
             cls.new(n)  # a tuple of fresh outputs; each item is a class of its own (above)
             fresh.add(n)
-        elif isinstance(n.target, ViewOf):
+        elif is_folded_view(n.target):
             cls.join(n, [n.args[0]])
         elif isinstance(n.target, torch._ops.OpOverload):
             schema = n.target._schema

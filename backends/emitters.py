@@ -107,12 +107,12 @@ class CLauncher:
                  ) -> tuple[torch.Tensor, ...]:
         spec = self.spec
         if self._failed:
-            return fallback_outputs(spec.fallback, inputs)
+            return fallback_outputs(spec.fallback, inputs, spec.out_specs)
         staged = stage_call(inputs, spec.in_strides, spec.out_specs, self.ir, self._device, reuse)
         if staged is None:
             log.debug("C kernel %s (%s): an input layout it cannot read; this call runs through ATen",
                       self.__name__, ", ".join(spec.ops))
-            return fallback_outputs(spec.fallback, inputs)
+            return fallback_outputs(spec.fallback, inputs, spec.out_specs)
         ins, outs, self._device = staged
         if self._launched:
             self.kernel(ins, outs, self.sizes)
@@ -123,7 +123,7 @@ class CLauncher:
             log.warning("C kernel %s (%s) failed at its first launch; its ops run through ATen: %s",
                         self.__name__, ", ".join(spec.ops), e)
             self._failed = True
-            return fallback_outputs(spec.fallback, inputs)
+            return fallback_outputs(spec.fallback, inputs, spec.out_specs)
         self._launched = True
         return tuple(outs)
 

@@ -182,6 +182,10 @@ class KernelLauncher:
         self._device: torch.device | None = device
         self._failed = False
         self._fast: Callable | None = None  # the steady-state call, once direct launches work (_make_fast)
+        # Set by the program (agnostic_rt/program.py: trust_layouts): inputs whose layout and alignment
+        # are another kernel's promise, and outputs whose plan donor is another kernel's output.
+        self._trusted_in: tuple[bool, ...] = ()
+        self._trusted_donor: tuple[bool, ...] = ()
         # FX names the program's call after these (the kernel's name shows in the program source).
         self.__name__ = self.__qualname__ = self.kernel.name
 
@@ -198,12 +202,12 @@ class KernelLauncher:
             if done is not None:
                 return done
         if self._failed:
-            return fallback_outputs(self.fallback, inputs)
+            return fallback_outputs(self.fallback, inputs, self.out_specs)
         staged = stage_call(inputs, self.in_strides, self.out_specs, self.kernel.ir, self._device, reuse)
         if staged is None:
             log.debug("kernel %s (%s): an input layout it cannot read; this call runs through ATen",
                       self.kernel.name, ", ".join(self.ops))
-            return fallback_outputs(self.fallback, inputs)
+            return fallback_outputs(self.fallback, inputs, self.out_specs)
         ins, outs, dev = staged
         self._device = dev
         if self.xnumel == 0:  # nothing to compute; later calls only allocate (unless an output is initialised)
@@ -221,7 +225,7 @@ class KernelLauncher:
                 log.warning("kernel %s (%s) failed at its first launch; its ops run through ATen: %s",
                             self.kernel.name, ", ".join(self.ops), e)
                 self._failed = True
-                return fallback_outputs(self.fallback, inputs)
+                return fallback_outputs(self.fallback, inputs, self.out_specs)
             if DIRECT_LAUNCH and not self.interpret:
                 self._prepare_direct(compiled, ins, outs)
             return tuple(outs)
@@ -254,6 +258,16 @@ class KernelLauncher:
         if all(self._aligned[len(ins):]) and self.xnumel:
             self._fast = self._make_fast(device)
 
+    def trust(self, inputs: Sequence[bool], donors: Sequence[bool]) -> None:
+        """What the program knows of this call site before the first call: per input, whether it
+        always arrives in ``in_strides`` 16-byte aligned (an output of one of our kernels, or a
+        reinterpretation of one: see ``view_fold.kernel_output_layout``); per output, whether its
+        ``reuse=`` donor is always such an output (its storage starts the buffer and spans what the
+        plan sized it for). The steady-state call skips those checks, as Inductor's wrapper trusts
+        its own buffers."""
+        self._trusted_in, self._trusted_donor = tuple(inputs), tuple(donors)
+        self._fast = None if self._fast is None else self._make_fast(self._device)
+
     def _make_fast(self, device: torch.device) -> Callable:
         """The steady-state call as one function over values bound once: inputs already in their
         generated layout and 16-byte alignment (one stride compare and one pointer test each),
@@ -266,19 +280,28 @@ class KernelLauncher:
         ins = [f"i{k}" for k in range(len(self.in_strides))]
         outs = [f"o{k}" for k in range(len(self.out_specs))]
         ns: dict = {"alloc": fast_allocator(device), "output_in": _output_in, "device": device,
-                    "direct": self._direct, "refused": self._refused, "init": init_outputs, "ir": self.kernel.ir}
+                    "direct": self._direct, "refused": self._refused, "init": init_outputs, "ir": self.kernel.ir,
+                    "reinterpret": _reinterpret}
         src = ["def fast(inputs, reuse):"]
         if ins:
             src.append(f"    {', '.join(ins)}, = inputs")
+        trusted_in = self._trusted_in if len(self._trusted_in) == len(ins) else (False,) * len(ins)
         for k, (stride, aligned) in enumerate(zip(self.in_strides, self._aligned)):
+            if trusted_in[k] and aligned:  # another kernel's output: its layout is that kernel's promise
+                continue
             ns[f"S{k}"] = stride
             src.append(f"    if i{k}.stride() != S{k} or (i{k}.data_ptr() % 16 == 0) is not {aligned}:")
             src.append("        return None")
         fresh, donated = [], []
+        trusted_donor = self._trusted_donor if len(self._trusted_donor) == len(outs) else (False,) * len(outs)
         for k, (shape, stride, dtype) in enumerate(self.out_specs):
             ns[f"P{k}"], ns[f"N{k}"] = (shape, stride, dtype), span_bytes(shape, stride, dtype.itemsize)
             fresh.append(f"        o{k} = alloc(*P{k})")
-            donated.append(f"        o{k} = output_in(reuse[{k}], P{k}, device, alloc, N{k})")
+            if trusted_donor[k] and _reinterpret is not None:  # a kernel's output, at its storage's start
+                ns[f"Z{k}"], ns[f"T{k}"] = shape, stride
+                donated.append(f"        o{k} = reinterpret(reuse[{k}], Z{k}, T{k}, 0)")
+            else:
+                donated.append(f"        o{k} = output_in(reuse[{k}], P{k}, device, alloc, N{k})")
         src += ["    if reuse is None:", *fresh, "    else:", *donated]
         outs_tuple = f"({', '.join(outs)},)"
         if self.kernel.ir.has_init:  # outputs the kernel adds into (atomics) start as a fill or an input's copy
@@ -510,19 +533,29 @@ def _output_in(donor: torch.Tensor | None, spec, device: torch.device, alloc: Ca
     return torch.empty_strided(shape, stride, dtype=dt, device=device)
 
 
-def fallback_outputs(fallback: Callable, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """The group's outputs through its ATen nodes, each in a storage of its own, as the kernel's are:
-    an output viewing an input or an earlier output (a group ending in a view) is copied. The memory
-    plan takes a kernel's outputs for fresh buffers and reuses one's storage once it is dead."""
+def fallback_outputs(fallback: Callable, inputs: Sequence[torch.Tensor], out_specs: Sequence = ()
+                     ) -> tuple[torch.Tensor, ...]:
+    """The group's outputs through its ATen nodes, as the kernel would have made them: each in a
+    storage of its own (an output viewing an input or an earlier output, a group ending in a view,
+    is copied; the memory plan takes a kernel's outputs for fresh buffers and reuses one's storage
+    once it is dead), and in the layout ``out_specs`` records at the start of their storage, 16-byte
+    aligned (ATen may choose another layout than the kernel's, a slice may start mid-storage). The program relies on that
+    layout: views of a kernel's outputs are reinterpreted and its readers trust it unchecked
+    (view_fold.direct_views)."""
     held = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor) and t.numel()}
     outs = []
-    for o in fallback(*inputs):
-        if isinstance(o, torch.Tensor) and o.numel():
+    for k, o in enumerate(fallback(*inputs)):
+        spec = out_specs[k] if k < len(out_specs) else None
+        if isinstance(o, torch.Tensor) and spec is not None and (
+                o.stride() != tuple(spec[1]) or o.dtype != spec[2] or o.storage_offset() or o.data_ptr() % 16):
+            fitted = torch.empty_strided(spec[0], spec[1], dtype=spec[2], device=o.device)
+            o = fitted.copy_(o)
+        elif isinstance(o, torch.Tensor) and o.numel():
             ptr = o.untyped_storage().data_ptr()
             if ptr in held:
                 o = o.clone()
-                ptr = o.untyped_storage().data_ptr()
-            held.add(ptr)
+        if isinstance(o, torch.Tensor) and o.numel():
+            held.add(o.untyped_storage().data_ptr())
         outs.append(o)
     return tuple(outs)
 

@@ -95,7 +95,7 @@ def _is_view_op(target) -> bool:
 def count_program(program: torch.fx.GraphModule) -> dict:
     """One program's calls by kind; the named lists say which kernels and ops they are."""
     from agnostic_rt.passes.partition import LIBRARY_OPS
-    from agnostic_rt.view_fold import ViewOf
+    from agnostic_rt.view_fold import is_folded_view
 
     launchers = _launcher_types()
     out: dict = {"launches": 0, "empty": 0, "library": 0, "aten": 0, "views": 0,
@@ -109,7 +109,7 @@ def count_program(program: torch.fx.GraphModule) -> dict:
             out["empty" if empty else "launches"] += 1
             out["empty_kernels" if empty else "kernels"].append(
                 {"name": getattr(t, "__name__", type(t).__name__), "ops": list(getattr(t, "ops", []))})
-        elif isinstance(t, ViewOf):
+        elif is_folded_view(t):
             out["views"] += 1
         elif isinstance(t, torch._ops.OpOverload):
             if t.overloadpacket in LIBRARY_OPS:
