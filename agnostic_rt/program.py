@@ -17,9 +17,7 @@ import networkx as nx
 import torch
 import torch.fx as fx
 
-from . import view_fold
-from .memory_plan import span_bytes
-from .view_fold import direct_views, kernel_output_layout
+from .layouts import conform_library_outputs, direct_views, trust_layouts
 
 log = logging.getLogger("agnostic_rt.program")
 
@@ -290,8 +288,10 @@ def fast_op(target: Callable) -> Callable:
 
 def final_calls(program: fx.GraphModule) -> None:
     """The program's calls made as cheap as what it is now allows, once nothing rewrites it any more:
-    ATen calls through their bindings, views of our kernels' outputs as reinterpretations, launchers
-    told which inputs and donors they can trust."""
+    library outputs checked once where several readers would check them, ATen calls through their
+    bindings, views of values of trusted layout as reinterpretations, launchers told which inputs
+    and donors they can trust (agnostic_rt/layouts.py)."""
+    conform_library_outputs(program)
     direct_calls(program)
     direct_views(program)
     trust_layouts(program)
@@ -306,49 +306,6 @@ def direct_calls(program: fx.GraphModule) -> None:
             changed = True
     if changed:
         program.recompile()
-
-
-def trust_layouts(program: fx.GraphModule) -> int:
-    """Tell each launcher (``trust``) which of its inputs and ``reuse=`` donors are outputs of our own
-    kernels, whose layout, alignment and storage start are their launcher's promise
-    (``view_fold.kernel_output_layout``), so its steady-state call need not check them. Returns
-    the call sites told."""
-    told = 0
-    for node in program.graph.nodes:
-        trust = getattr(node.target, "trust", None) if node.op == "call_function" else None
-        if trust is None:
-            continue
-        launcher = node.target
-        inputs = [_arrives_as(a, want) for a, want in zip(node.args, launcher.in_strides)]
-        reuse = node.kwargs.get("reuse") or ()
-        donors = [_donor_fits(d, spec) for d, spec in zip(reuse, launcher.out_specs)] if reuse else []
-        trust(inputs, donors)
-        told += 1
-    return told
-
-
-def _arrives_as(arg, stride: tuple[int, ...]) -> bool:
-    """``arg`` is always in ``stride``, 16-byte aligned: a kernel's output of that layout, or a
-    reinterpretation of one at an offset that keeps the alignment (view_fold.direct_views)."""
-    if not isinstance(arg, fx.Node):
-        return False
-    layout = kernel_output_layout(arg)
-    if layout is not None:
-        return layout[1] == tuple(stride)
-    if arg.op == "call_function" and arg.target is view_fold._reinterpret and view_fold._reinterpret is not None:
-        root, _, view_stride, offset = arg.args
-        layout = kernel_output_layout(root) if isinstance(root, fx.Node) else None
-        return layout is not None and tuple(view_stride) == tuple(stride) and offset * layout[2].itemsize % 16 == 0
-    return False
-
-
-def _donor_fits(donor, spec) -> bool:
-    """``donor`` is a kernel's output whose storage holds an output of ``spec`` from its start."""
-    layout = kernel_output_layout(donor) if isinstance(donor, fx.Node) else None
-    if layout is None:
-        return False
-    shape, stride, dtype = spec
-    return layout[2] == dtype and span_bytes(*layout[:2], dtype.itemsize) >= span_bytes(shape, stride, dtype.itemsize)
 
 
 def count_generated(program: fx.GraphModule) -> ProgramStats:

@@ -20,7 +20,6 @@ anything with symbolic sizes, are left alone.
 from __future__ import annotations
 
 import logging
-import operator
 
 import torch
 import torch.fx as fx
@@ -165,48 +164,9 @@ def fold_views(gm: fx.GraphModule, hidden_outputs: frozenset[int] = frozenset())
 
 
 def is_folded_view(target) -> bool:
-    """A call :func:`fold_views` or :func:`direct_views` made: one view (or reinterpretation) of its
-    first argument."""
+    """A call :func:`fold_views` made, or ``layouts.direct_views`` made of one: one view (or
+    reinterpretation) of its first argument."""
     return isinstance(target, ViewOf) or (target is _reinterpret and _reinterpret is not None)
-
-
-def kernel_output_layout(n: fx.Node) -> tuple | None:
-    """(shape, stride, dtype) of ``n`` when it is an output of one of our kernels' calls (an item of
-    a launcher's tuple). Every path of a launcher returns its outputs in exactly this layout, 16-byte
-    aligned at the start of their storage or of a dead buffer's (backends/triton_launch.py:
-    fallback_outputs conforms ATen's), so readers may trust it unchecked."""
-    if not (n.op == "call_function" and n.target is operator.getitem and isinstance(n.args[0], fx.Node)):
-        return None
-    call, k = n.args[0], n.args[1]
-    specs = getattr(call.target, "out_specs", None) if getattr(call.target, "accepts_reuse", False) else None
-    if not specs or not isinstance(k, int) or k >= len(specs):
-        return None
-    shape, stride, dtype = specs[k]
-    return tuple(shape), tuple(stride), dtype
-
-
-def direct_views(gm: fx.GraphModule) -> int:
-    """Call Inductor's ``_reinterpret_tensor`` directly where a folded view may be a reinterpretation
-    (``ViewOf.internal``) of a kernel's output. The output's layout is the launcher's promise
-    (:func:`kernel_output_layout`) and it never requires grad (a launch is not recorded by
-    autograd), so ``ViewOf.__call__``'s checks always pass: a Python frame, a stride tuple and two
-    autograd queries less per call (GPT-2's training step makes ~100 such views). Run on the final
-    program (the memory plan reads ``ViewOf`` nodes as views). Returns the calls made direct."""
-    if _reinterpret is None:
-        return 0
-    made = 0
-    for n in gm.graph.nodes:
-        view = n.target
-        if not (n.op == "call_function" and isinstance(view, ViewOf) and view.internal):
-            continue
-        layout = kernel_output_layout(n.args[0])
-        if layout is None or layout[1] != view.root_stride:
-            continue
-        n.target, n.args = _reinterpret, (n.args[0], view.size, view.stride, view.offset)
-        made += 1
-    if made:
-        gm.recompile()
-    return made
 
 
 def _root(n: fx.Node) -> fx.Node:
@@ -243,4 +203,4 @@ def _mutates(n: fx.Node) -> bool:
     return bool(schema is not None and schema.is_mutable)
 
 
-__all__ = ["fold_views", "direct_views", "is_folded_view", "kernel_output_layout", "ViewOf", "view_source", "VIEW_OPS", "hidden_outputs"]
+__all__ = ["fold_views", "is_folded_view", "ViewOf", "view_source", "VIEW_OPS", "hidden_outputs"]

@@ -182,7 +182,7 @@ class KernelLauncher:
         self._device: torch.device | None = device
         self._failed = False
         self._fast: Callable | None = None  # the steady-state call, once direct launches work (_make_fast)
-        # Set by the program (agnostic_rt/program.py: trust_layouts): inputs whose layout and alignment
+        # Set by the program (agnostic_rt/layouts.py: trust_layouts): inputs whose layout and alignment
         # are another kernel's promise, and outputs whose plan donor is another kernel's output.
         self._trusted_in: tuple[bool, ...] = ()
         self._trusted_donor: tuple[bool, ...] = ()
@@ -261,7 +261,7 @@ class KernelLauncher:
     def trust(self, inputs: Sequence[bool], donors: Sequence[bool]) -> None:
         """What the program knows of this call site before the first call: per input, whether it
         always arrives in ``in_strides`` 16-byte aligned (an output of one of our kernels, or a
-        reinterpretation of one: see ``view_fold.kernel_output_layout``); per output, whether its
+        reinterpretation of one: see ``layouts.trusted_layout``); per output, whether its
         ``reuse=`` donor is always such an output (its storage starts the buffer and spans what the
         plan sized it for). The steady-state call skips those checks, as Inductor's wrapper trusts
         its own buffers."""
@@ -541,7 +541,7 @@ def fallback_outputs(fallback: Callable, inputs: Sequence[torch.Tensor], out_spe
     once it is dead), and in the layout ``out_specs`` records at the start of their storage, 16-byte
     aligned (ATen may choose another layout than the kernel's, a slice may start mid-storage). The program relies on that
     layout: views of a kernel's outputs are reinterpreted and its readers trust it unchecked
-    (view_fold.direct_views)."""
+    (agnostic_rt/layouts.py)."""
     held = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor) and t.numel()}
     outs = []
     for k, o in enumerate(fallback(*inputs)):

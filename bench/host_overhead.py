@@ -339,6 +339,8 @@ def rewritten_programs(meter: bool, stub_library: bool) -> Iterator[None]:
                     fn = _shape_only(name, layouts)
             if meter:
                 fn = _timed_op(fn, name)
+            if fn is not node.target:  # still the op's call, for what reads programs (layouts, launch_count)
+                fn.aten_op = node.target
             node.target = fn
         program.recompile()
         if not meter:

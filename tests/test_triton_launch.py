@@ -380,7 +380,7 @@ def test_the_bare_runner_steps_aside_while_a_launch_hook_is_installed(monkeypatc
 
 
 def test_fallback_outputs_come_in_the_recorded_layout_at_their_storages_start():
-    """Readers trust a kernel's outputs unchecked (program.trust_layouts), so an ATen fallback that
+    """Readers trust a kernel's outputs unchecked (layouts.trust_layouts), so an ATen fallback that
     picks another layout, or returns a view into the middle of a storage, is copied into the layout
     the kernel would have made."""
     from agnostic_rt.backends.triton_launch import fallback_outputs
@@ -408,44 +408,3 @@ def test_trusted_inputs_and_donors_skip_their_checks():
     untrusted(x)
     assert "stride" in untrusted._fast.__code__.co_names and "output_in" in untrusted._fast.__code__.co_names
     assert gpu.fn.calls == ["jit", "direct"]
-
-
-def _kernel_view_library_kernel(x, w):
-    # a kernel, a view of its output read by a library call, a second kernel reading the first's output
-    y = torch.exp(x) * 2
-    m = y.view(25, 4) @ w
-    return torch.tanh(m) * y.view(25, 4)[:, :3], m
-
-
-def test_a_program_reinterprets_views_of_its_kernels_outputs_and_trusts_their_readers():
-    from agnostic_rt.program import final_calls
-    from agnostic_rt.view_fold import _reinterpret, fold_views
-
-    x, w = torch.randn(100), torch.randn(4, 3)
-    c = compile_fn(_kernel_view_library_kernel, x, w)
-    fold_views(c.program)
-    final_calls(c.program)
-    targets = [n.target for n in c.program.graph.nodes]
-    assert _reinterpret in targets  # the view the mm reads
-    readers = [ln for ln in c.launchers.values() if ln._trusted_in]
-    assert any(any(ln._trusted_in) for ln in readers)  # the sigmoid kernel reads the exp kernel's output
-    for _ in range(2):
-        for got, want in zip(c(x, w), _kernel_view_library_kernel(x, w)):
-            torch.testing.assert_close(got, want)
-
-
-def test_a_kernel_fallen_back_to_aten_in_another_layout_still_feeds_its_trusting_readers():
-    from agnostic_rt.program import final_calls
-    from agnostic_rt.view_fold import fold_views
-
-    x, w = torch.randn(100), torch.randn(4, 3)
-    c = compile_fn(_kernel_view_library_kernel, x, w)
-    fold_views(c.program)
-    final_calls(c.program)
-    producer = next(ln for ln in c.launchers.values() if "exp" in " ".join(ln.ops))
-    fallback = producer.fallback
-    # ATen's answer every other element of a bigger storage: another stride than the kernel's
-    producer.fallback = lambda *a: tuple(torch.empty(2 * o.numel())[::2].copy_(o) for o in fallback(*a))
-    producer._failed = True
-    for got, want in zip(c(x, w), _kernel_view_library_kernel(x, w)):
-        torch.testing.assert_close(got, want)
