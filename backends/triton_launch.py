@@ -539,9 +539,9 @@ def fallback_outputs(fallback: Callable, inputs: Sequence[torch.Tensor], out_spe
     storage of its own (an output viewing an input or an earlier output, a group ending in a view,
     is copied; the memory plan takes a kernel's outputs for fresh buffers and reuses one's storage
     once it is dead), and in the layout ``out_specs`` records at the start of their storage, 16-byte
-    aligned (ATen may choose another layout than the kernel's, a slice may start mid-storage). The program relies on that
-    layout: views of a kernel's outputs are reinterpreted and its readers trust it unchecked
-    (agnostic_rt/layouts.py)."""
+    aligned (ATen may choose another layout than the kernel's, a slice may start mid-storage). The
+    program relies on that layout: views of a kernel's outputs are reinterpreted and its readers
+    trust it unchecked (agnostic_rt/layouts.py)."""
     held = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor) and t.numel()}
     outs = []
     for k, o in enumerate(fallback(*inputs)):
