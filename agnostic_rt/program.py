@@ -290,7 +290,8 @@ def final_calls(program: fx.GraphModule) -> None:
     """The program's calls made as cheap as what it is now allows, once nothing rewrites it any more:
     library outputs checked once where several readers would check them, ATen calls through their
     bindings, views of values of trusted layout as reinterpretations, launchers told which inputs
-    and donors they can trust (agnostic_rt/layouts.py)."""
+    and donors they can trust (agnostic_rt/layouts.py). Only for programs aot_autograd calls (with
+    gradients off): a view made a reinterpretation carries no autograd link."""
     conform_library_outputs(program)
     direct_calls(program)
     direct_views(program)
@@ -312,5 +313,5 @@ def count_generated(program: fx.GraphModule) -> ProgramStats:
     return program.meta.get("agnostic_stats", ProgramStats())
 
 
-__all__ = ["build_program", "boxed", "ProgramStats", "count_generated", "CudaGraphRunner", "output_plan",
+__all__ = ["build_program", "boxed", "final_calls", "ProgramStats", "count_generated", "CudaGraphRunner", "output_plan",
            "take_outputs", "fast_op", "direct_calls"]

@@ -266,7 +266,8 @@ class KernelLauncher:
         plan sized it for). The steady-state call skips those checks, as Inductor's wrapper trusts
         its own buffers."""
         self._trusted_in, self._trusted_donor = tuple(inputs), tuple(donors)
-        self._fast = None if self._fast is None else self._make_fast(self._device)
+        if self._fast is not None and self._direct is not None:  # not the empty group's allocate-only call
+            self._fast = self._make_fast(self._device)
 
     def _make_fast(self, device: torch.device) -> Callable:
         """The steady-state call as one function over values bound once: inputs already in their
@@ -552,8 +553,9 @@ def fallback_outputs(fallback: Callable, inputs: Sequence[torch.Tensor], out_spe
             o = fitted.copy_(o)
         elif isinstance(o, torch.Tensor) and o.numel():
             ptr = o.untyped_storage().data_ptr()
-            if ptr in held:
-                o = o.clone()
+            if ptr in held:  # a copy in the recorded layout (clone would make a non-dense one dense)
+                o = o.clone() if spec is None else torch.empty_strided(
+                    spec[0], spec[1], dtype=spec[2], device=o.device).copy_(o)
         if isinstance(o, torch.Tensor) and o.numel():
             held.add(o.untyped_storage().data_ptr())
         outs.append(o)

@@ -33,8 +33,8 @@ class Limits:
     """Bounds on saturation and on the exact extractor.
 
     Nodes and iterations are what bound a normal run, so a graph compiles the same on every machine.
-    The time limit is only a safety net far above any zoo graph's saturation (0.2 s here, 0.8 s under
-    the test suite's heap): a wall-clock stop makes the result depend on the machine's speed and load,
+    The time limit is only a safety net far above any zoo graph's saturation (measured: at most 0.2 s
+    on the dev machine, 0.8 s inside the test suite): a wall-clock stop makes the result depend on the machine's speed and load,
     which once cost GPT-2 its attention rewrite on a slow CI run.
     """
 

@@ -394,6 +394,27 @@ def test_fallback_outputs_come_in_the_recorded_layout_at_their_storages_start():
         torch.testing.assert_close(out, want)
 
 
+def test_a_fallback_output_sharing_storage_is_copied_in_its_recorded_non_dense_layout():
+    from agnostic_rt.backends.triton_launch import fallback_outputs
+
+    x = torch.randn(6, 8)
+    specs = [((6, 8), (8, 1), torch.float32), ((6, 3), (8, 1), torch.float32)]
+    outs = fallback_outputs(lambda t: ((e := torch.exp(t)), e[:, :3]), [x], specs)
+    assert outs[1].stride() == (8, 1) and outs[1].storage_offset() == 0
+    assert outs[0].untyped_storage().data_ptr() != outs[1].untyped_storage().data_ptr()
+    torch.testing.assert_close(outs[1], torch.exp(x)[:, :3])
+
+
+def test_trust_after_an_empty_groups_first_call_keeps_it_allocating(caplog):
+    ln = next(iter(compile_fn(lambda x: torch.exp(x) * 2, torch.randn(0, 4)).launchers.values()))
+    ln(torch.randn(0, 4))
+    allocate_only = ln._fast
+    ln.trust([True], [])
+    with caplog.at_level(logging.WARNING):
+        (out,) = ln(torch.randn(0, 4))
+    assert out.shape == (0, 4) and ln._fast is allocate_only and not caplog.records
+
+
 def test_trusted_inputs_and_donors_skip_their_checks():
     gpu, x = _gpu_style_launcher()
     gpu.trust([True], [True])
