@@ -94,3 +94,46 @@ def test_conformed_keeps_a_tensor_in_its_layout_and_copies_one_that_is_not():
         out = conformed(other, (4, 6), (6, 1), torch.float32)
         assert out.stride() == (6, 1) and out.storage_offset() == 0 and out.data_ptr() % 16 == 0
         torch.testing.assert_close(out, other)
+
+
+def _chain(x, w1, w2):
+    h = torch.mm(x, w1)  # read by a kernel and, through a view, by a library call: conformed
+    side = h.view(32, 16) @ w2[:16]
+    h = torch.nn.functional.gelu(h) * torch.sigmoid(h)
+    h = torch.mm(h, w2)
+    h = torch.tanh(h) + 1.0  # its input's storage is dead after it: a donor
+    h = torch.mm(h, w2)
+    return torch.relu(h) * 2.0, side
+
+
+def test_the_steady_state_path_with_trusted_inputs_and_donors_matches_eager():
+    """End to end on the launchers' generated steady-state call (as on a GPU: the binary's runner,
+    here a fake one running the interpreted kernel), with the memory plan's donors and the layouts
+    the final program trusts: the same results call after call."""
+    from test_triton_launch import _FakeJit
+
+    from agnostic_rt.backends.triton_launch import KernelLauncher
+    from agnostic_rt.memory_plan import plan_buffers
+
+    args = torch.randn(16, 32), torch.randn(32, 32), torch.randn(32, 32)
+    c = compile_fn(_chain, *args)
+    for node in c.program.graph.nodes:
+        ln = node.target
+        if isinstance(ln, KernelLauncher):
+            gpu = KernelLauncher(ln.gk, ln.sizes, ln.in_strides, ln.out_specs, interpret=False, autotune=False,
+                                 fallback=ln.fallback, ops=ln.ops, device=torch.device("cpu"))
+            gpu.fn = _FakeJit(ln.gk.function(interpret=True), ln.kernel.constexprs)
+            node.target = gpu
+    c.program.recompile()
+    fold_views(c.program)
+    plan = plan_buffers(c.program)
+    final_calls(c.program)
+    launchers = [n.target for n in c.program.graph.nodes if isinstance(n.target, KernelLauncher)]
+    assert plan.reused > 0 and any(any(ln._trusted_donor) for ln in launchers)
+    assert any(any(ln._trusted_in) for ln in launchers)
+    for _ in range(3):
+        for got, want in zip(c(*args), _chain(*args)):
+            torch.testing.assert_close(got, want)
+    assert all(ln._fast is not None and ln.fn.calls[1:] and set(ln.fn.calls[1:]) == {"direct"} for ln in launchers)
+    # the trusted donors were taken by a plain reinterpretation, not _output_in's checks
+    assert all("reinterpret" in ln._fast.__code__.co_names for ln in launchers if any(ln._trusted_donor))
