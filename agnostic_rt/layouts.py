@@ -31,10 +31,15 @@ Layout = tuple  # (shape, stride, dtype), ints only
 
 
 def conformed(t: torch.Tensor, shape: tuple, stride: tuple, dtype: torch.dtype) -> torch.Tensor:
-    """``t`` when it has the recorded layout at its storage's start, 16-byte aligned; else a copy
-    that has (a library may pick another layout than its fake implementation recorded)."""
-    if t.stride() == stride and not t.storage_offset() and t.data_ptr() % 16 == 0:
+    """``t`` when it has the recorded layout and dtype at its storage's start, 16-byte aligned; else
+    :func:`recorded_copy` (a library may pick another layout than its fake implementation recorded)."""
+    if t.stride() == stride and t.dtype == dtype and not t.storage_offset() and t.data_ptr() % 16 == 0:
         return t
+    return recorded_copy(t, shape, stride, dtype)
+
+
+def recorded_copy(t: torch.Tensor, shape: tuple, stride: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """A copy of ``t`` in a fresh storage of the recorded layout."""
     return torch.empty_strided(shape, stride, dtype=dtype, device=t.device).copy_(t)
 
 
@@ -100,7 +105,7 @@ def conform_library_outputs(gm: fx.GraphModule) -> int:
     all its uses then read the :func:`conformed` value. Returns the values conformed."""
     made = 0
     for n in list(gm.graph.nodes):
-        if not _is_library_value(n) or kernel_output_layout(n) is not None:
+        if not _is_library_value(n):
             continue
         layout = _static_layout(n)
         if layout is None or _trusting_readers(n, layout) < 2:
@@ -177,5 +182,5 @@ def _donor_fits(donor, spec) -> bool:
     return layout[2] == dtype and span_bytes(*layout[:2], dtype.itemsize) >= span_bytes(shape, stride, dtype.itemsize)
 
 
-__all__ = ["conformed", "kernel_output_layout", "trusted_layout", "conform_library_outputs", "direct_views",
+__all__ = ["conformed", "recorded_copy", "kernel_output_layout", "trusted_layout", "conform_library_outputs", "direct_views",
            "trust_layouts"]

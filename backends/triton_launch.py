@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from agnostic_rt.layouts import conformed, recorded_copy
 from agnostic_rt.memory_plan import span_bytes
 from agnostic_rt.view_fold import _guards, _reinterpret
 
@@ -546,18 +547,14 @@ def fallback_outputs(fallback: Callable, inputs: Sequence[torch.Tensor], out_spe
     held = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor) and t.numel()}
     outs = []
     for k, o in enumerate(fallback(*inputs)):
-        spec = out_specs[k] if k < len(out_specs) else None
-        if isinstance(o, torch.Tensor) and spec is not None and (
-                o.stride() != tuple(spec[1]) or o.dtype != spec[2] or o.storage_offset() or o.data_ptr() % 16):
-            fitted = torch.empty_strided(spec[0], spec[1], dtype=spec[2], device=o.device)
-            o = fitted.copy_(o)
-        elif isinstance(o, torch.Tensor) and o.numel():
-            ptr = o.untyped_storage().data_ptr()
-            if ptr in held:  # a copy in the recorded layout (clone would make a non-dense one dense)
-                o = o.clone() if spec is None else torch.empty_strided(
-                    spec[0], spec[1], dtype=spec[2], device=o.device).copy_(o)
-        if isinstance(o, torch.Tensor) and o.numel():
-            held.add(o.untyped_storage().data_ptr())
+        if isinstance(o, torch.Tensor):
+            spec = out_specs[k] if k < len(out_specs) else None
+            if o.numel() and o.untyped_storage().data_ptr() in held:  # shares storage: a copy of its own,
+                o = o.clone() if spec is None else recorded_copy(o, *spec)  # in the recorded layout if known
+            elif spec is not None:
+                o = conformed(o, *spec)
+            if o.numel():
+                held.add(o.untyped_storage().data_ptr())
         outs.append(o)
     return tuple(outs)
 

@@ -34,8 +34,8 @@ class Limits:
 
     Nodes and iterations are what bound a normal run, so a graph compiles the same on every machine.
     The time limit is only a safety net far above any zoo graph's saturation (measured: at most 0.2 s
-    on the dev machine, 0.8 s inside the test suite): a wall-clock stop makes the result depend on the machine's speed and load,
-    which once cost GPT-2 its attention rewrite on a slow CI run.
+    on the dev machine, 0.8 s inside the test suite): a wall-clock stop makes the result depend on
+    the machine's speed and load, which once cost GPT-2 its attention rewrite on a slow CI run.
     """
 
     node_limit: int = 20_000
