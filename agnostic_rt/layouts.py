@@ -57,14 +57,18 @@ def kernel_output_layout(n: fx.Node) -> Layout | None:
 
 
 def trusted_layout(n: fx.Node) -> Layout | None:
-    """The layout ``n`` always has at its storage's start, 16-byte aligned: a kernel's output or a
-    :func:`conformed` value; None when nothing promises one."""
+    """The layout ``n`` always has at its storage's start, 16-byte aligned: a kernel's output, a
+    :func:`conformed` value or a library call's planned ``out=`` (agnostic_rt/library_out.py: its
+    recorded layout); None when nothing promises one."""
     if n.op == "call_function" and n.target is conformed:
         return tuple(n.args[1]), tuple(n.args[2]), n.args[3]
+    if n.op == "call_function" and getattr(n.target, "planned_out", False):
+        return static_layout(n)
     return kernel_output_layout(n)
 
 
-def _static_layout(n: fx.Node) -> Layout | None:
+def static_layout(n: fx.Node) -> Layout | None:
+    """(shape, stride, dtype) of ``n``'s strided tensor value when all are ints; else None."""
     val = n.meta.get("val")
     if not isinstance(val, torch.Tensor) or val.layout != torch.strided:
         return None
@@ -107,8 +111,8 @@ def conform_library_outputs(gm: fx.GraphModule) -> int:
     for n in list(gm.graph.nodes):
         if not _is_library_value(n):
             continue
-        layout = _static_layout(n)
-        if layout is None or _trusting_readers(n, layout) < 2:
+        layout = static_layout(n)
+        if layout is None or trusted_layout(n) is not None or _trusting_readers(n, layout) < 2:
             continue
         with gm.graph.inserting_after(n):
             c = gm.graph.call_function(conformed, (n, *layout))
@@ -153,7 +157,7 @@ def trust_layouts(gm: fx.GraphModule) -> int:
         launcher = node.target
         inputs = [_arrives_as(a, want) for a, want in zip(node.args, launcher.in_strides)]
         reuse = node.kwargs.get("reuse") or ()
-        trust(inputs, [_donor_fits(d, spec) for d, spec in zip(reuse, launcher.out_specs)])
+        trust(inputs, [donor_fits(d, spec) for d, spec in zip(reuse, launcher.out_specs)])
         told += 1
     return told
 
@@ -173,7 +177,7 @@ def _arrives_as(arg, stride: tuple[int, ...]) -> bool:
     return False
 
 
-def _donor_fits(donor, spec) -> bool:
+def donor_fits(donor, spec) -> bool:
     """``donor`` has a trusted layout and its storage holds an output of ``spec`` from its start."""
     layout = trusted_layout(donor) if isinstance(donor, fx.Node) else None
     if layout is None:
@@ -183,4 +187,4 @@ def _donor_fits(donor, spec) -> bool:
 
 
 __all__ = ["conformed", "recorded_copy", "kernel_output_layout", "trusted_layout", "conform_library_outputs", "direct_views",
-           "trust_layouts"]
+           "trust_layouts", "static_layout", "donor_fits"]

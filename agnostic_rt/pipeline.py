@@ -11,6 +11,7 @@ import torch.fx as fx
 from . import backends, passes
 from .config import Options
 from .debug import DebugDump
+from .library_out import plan_library_outputs
 from .memory_plan import plan_buffers
 from .program import boxed, build_program
 from .targets import Target
@@ -51,6 +52,8 @@ def compile_graph(gm: fx.GraphModule, example_inputs, *, target: Target, options
         gains[kind] = (float("inf") if kernels else gain, nodes)
     program = build_program(gm, groups, kernels)
     fold_views(program, hidden_outputs(program, kind))
+    if kernels:  # matmuls write into buffers the program places, as its kernels do
+        plan_library_outputs(program)
     reused = 0
     if options.reuse_buffers and kernels:
         plan = plan_buffers(program)

@@ -18,6 +18,7 @@ import torch
 import torch.fx as fx
 
 from .layouts import conform_library_outputs, direct_views, trust_layouts
+from .library_out import inline_planned_outputs
 
 log = logging.getLogger("agnostic_rt.program")
 
@@ -288,10 +289,12 @@ def fast_op(target: Callable) -> Callable:
 
 def final_calls(program: fx.GraphModule) -> None:
     """The program's calls made as cheap as what it is now allows, once nothing rewrites it any more:
+    planned library outputs as their buffer and ``out=`` call (agnostic_rt/library_out.py), other
     library outputs checked once where several readers would check them, ATen calls through their
     bindings, views of values of trusted layout as reinterpretations, launchers told which inputs
     and donors they can trust (agnostic_rt/layouts.py). Only for programs aot_autograd calls (with
     gradients off): a view made a reinterpretation carries no autograd link."""
+    inline_planned_outputs(program)
     conform_library_outputs(program)
     direct_calls(program)
     direct_views(program)

@@ -90,6 +90,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -312,6 +313,28 @@ def _shape_only(name: str, layouts) -> Callable:
     return call
 
 
+def _out_stub(*args, out=None, **kwargs):
+    """A planned library call's stand-in (``--library stub``): its ``out=`` buffer, nothing computed
+    (as Inductor's stubbed ``extern_kernels`` calls with ``out=``)."""
+    return out
+
+
+def _rewrite_planned(planned, meter: bool, stub_library: bool) -> None:
+    """A library call whose output the program places (agnostic_rt/library_out.py: ``PlannedOut``,
+    inlined when the program is final as its buffer and the ``out=`` call ``planned.call``): that
+    call stubbed and/or timed, still read as the op's planned call."""
+    name, call = str(planned.aten_op), planned.call
+    if stub_library:
+        call = _out_stub
+    if meter:
+        call = _timed_op(call, name)
+    if call is not planned.call:
+        call = functools.partial(call)
+        call.__name__ = call.__qualname__ = ("stub_" if stub_library else "") + planned.call.__name__
+        call.aten_op, call.planned_out = planned.aten_op, True
+        planned.call = call
+
+
 @contextlib.contextmanager
 def rewritten_programs(meter: bool, stub_library: bool) -> Iterator[None]:
     """While active, programs the pipeline returns are rewritten before they are boxed: with
@@ -322,6 +345,7 @@ def rewritten_programs(meter: bool, stub_library: bool) -> Iterator[None]:
     from torch._functorch.aot_autograd import make_boxed_func
 
     from agnostic_rt import pipeline
+    from agnostic_rt.library_out import PlannedOut
     from agnostic_rt.passes.partition import LIBRARY_OPS
     from agnostic_rt.program import final_calls
     from agnostic_rt.view_fold import ViewOf, is_folded_view
@@ -330,6 +354,8 @@ def rewritten_programs(meter: bool, stub_library: bool) -> Iterator[None]:
 
     def boxed(program, cudagraphs: bool = False):
         for node in program.graph.nodes:
+            if node.op == "call_function" and isinstance(node.target, PlannedOut):
+                _rewrite_planned(node.target, meter, stub_library)
             if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
                 continue
             name, fn = str(node.target), node.target
