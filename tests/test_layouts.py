@@ -96,6 +96,18 @@ def test_conformed_keeps_a_tensor_in_its_layout_and_copies_one_that_is_not():
         torch.testing.assert_close(out, other)
 
 
+def test_conformed_keeps_a_tensor_whose_strides_differ_only_on_size_one_dims():
+    # what a library may return at batch 1: the batch dim's stride is not the fake kernel's
+    t = torch.randn(24).as_strided((1, 4, 6), (7, 6, 1))
+    assert conformed(t, (1, 4, 6), (24, 6, 1), torch.float32) is t
+    # a reader indexing with the recorded strides reads the same elements
+    torch.testing.assert_close(_reinterpret(t, (1, 4, 6), (24, 6, 1), 0), t)
+    wrong = torch.randn(24).as_strided((1, 4, 6), (24, 1, 4))  # a size-4 dim's stride differs: copied
+    out = conformed(wrong, (1, 4, 6), (24, 6, 1), torch.float32)
+    assert out is not wrong and out.stride() == (24, 6, 1)
+    torch.testing.assert_close(out, wrong)
+
+
 def _chain(x, w1, w2):
     h = torch.mm(x, w1)  # read by a kernel and, through a view, by a library call: conformed
     side = h.view(32, 16) @ w2[:16]
