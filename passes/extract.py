@@ -216,9 +216,12 @@ def prune(problem: Problem) -> Problem:
     return pruned
 
 
-def ilp(problem: Problem, time_limit: float = 10.0, warm: Extraction | None = None) -> Extraction:
-    """Exact DAG-cost extraction by integer programming (HiGHS). On timeout, the best feasible
-    solution found (marked not optimal), or ``warm`` when HiGHS found none better."""
+def ilp(problem: Problem, time_limit: float = 10.0, warm: Extraction | None = None,
+        node_limit: int | None = None) -> Extraction:
+    """Exact DAG-cost extraction by integer programming (HiGHS). Stopped by ``node_limit``
+    (branch-and-bound nodes: the same answer on every machine) or ``time_limit`` (a safety net: a
+    warning says the machine's speed decided), the best feasible solution found (marked not
+    optimal), or ``warm`` when HiGHS found none better."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_matrix
 
@@ -279,9 +282,17 @@ def ilp(problem: Problem, time_limit: float = 10.0, warm: Extraction | None = No
     lb = np.zeros(n_vars)
     ub = np.concatenate([np.ones(n_nodes), np.full(len(tpos), float(big))])
     matrix = coo_matrix((vals, (rows, cols)), shape=(len(lo), n_vars)).tocsr()
+    options = {"time_limit": time_limit, "disp": False}
+    if node_limit is not None:
+        options["node_limit"] = node_limit
+    solve_start = time.perf_counter()
     res = milp(cost, constraints=LinearConstraint(matrix, lo, hi), integrality=integrality,
-               bounds=Bounds(lb, ub), options={"time_limit": time_limit, "disp": False})
+               bounds=Bounds(lb, ub), options=options)
+    if res.status == 1 and time.perf_counter() - solve_start >= time_limit:
+        log.warning("ILP extraction stopped on its %.1f s clock (%d variables): the extraction depends on this "
+                    "machine's speed; a node limit should bound it", time_limit, n_vars)
     notes = {"variables": n_vars, "constraints": len(lo), "cyclic_classes": len(tpos), "status": res.status,
+             "mip_nodes": getattr(res, "mip_node_count", None),
              "message": res.message}
     if res.x is None:
         if warm is None:

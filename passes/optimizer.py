@@ -42,7 +42,10 @@ class Limits:
     iter_limit: int = 10
     time_limit: float = 10.0
     ilp_max_nodes: int = 3_000  # the exact extractor runs on e-graphs up to this size
-    ilp_time_limit: float = 2.0
+    # Branch-and-bound nodes bound the exact extractor (every zoo and gym e-graph it runs on is
+    # solved at the root: 1 node); its clock is a safety net, like time_limit.
+    ilp_node_limit: int = 1_000
+    ilp_time_limit: float = 20.0
     exact: str = "auto"  # "auto" (ILP when a multi-output rule fired), "always", "never"
 
 
@@ -126,7 +129,7 @@ def extract(fg: FxEGraph, cost: Callable[[int, ENode], float], limits: Limits,
     ext = greedy(problem)
     want_exact = limits.exact == "always" or (limits.exact == "auto" and multi_output)
     if want_exact and problem.num_nodes <= limits.ilp_max_nodes:
-        ext = ilp(problem, time_limit=limits.ilp_time_limit, warm=ext)
+        ext = ilp(problem, time_limit=limits.ilp_time_limit, warm=ext, node_limit=limits.ilp_node_limit)
     if not is_acyclic(problem, ext.choice):
         raise RuntimeError("extraction produced a cycle")
     return problem, ext

@@ -50,3 +50,14 @@ def test_tensat_egraphs_extract_acyclic_and_ilp_is_no_worse(name):
     e = ilp(p, time_limit=30, warm=g)
     assert is_acyclic(p, g.choice) and is_acyclic(p, e.choice)
     assert e.cost <= g.cost + 1e-9
+
+
+def test_the_ilp_is_bounded_by_nodes_and_says_when_the_clock_stopped_it(caplog):
+    p = load_serialized(str(GYM / "resnet50_acyclic.json"))
+    g = greedy(p)
+    e = ilp(p, time_limit=30, warm=g, node_limit=1_000)  # solved at the root, well inside the node bound
+    assert e.optimal and e.notes["mip_nodes"] <= 1_000 and e.cost <= g.cost + 1e-9
+    assert "clock" not in caplog.text
+    stopped = ilp(p, time_limit=1e-9, warm=g, node_limit=1_000)
+    assert not stopped.optimal and stopped.cost <= g.cost + 1e-9
+    assert "stopped on its" in caplog.text and "machine's speed" in caplog.text
