@@ -17,8 +17,9 @@ Two forms of one call site:
 - :class:`PlannedOut`, from the partitioned program to the final one. The memory plan sees it as a
   kernel: ``accepts_reuse``, ``out_specs``, a tuple of one output.
 - :func:`inline_planned_outputs` (run from ``program.final_calls``) makes each one two straight
-  calls in the program's source: the buffer (``planned_empty(shape, stride, dtype)``, or the donor
-  reinterpreted) and the binding with ``out=`` (``torch.mm(a, b, out=buf)``).
+  calls in the program's source: the buffer (the device's fast allocator, ``_empty_strided_cpu``
+  or ``_cuda``, or the donor reinterpreted by ``_reinterpret_tensor``) and the binding with
+  ``out=`` (``torch.mm(a, b, out=buf)``).
 
 Programs run behind aot_autograd with gradients off, where ``out=`` is allowed; see layouts.py.
 """
@@ -132,15 +133,15 @@ def inline_planned_outputs(gm: fx.GraphModule) -> int:
         donor = (kwargs.pop("reuse", None) or (None,))[0]
         shape, stride, dtype = planned.spec
         with g.inserting_before(n):
+            # The allocator and the reinterpretation are called as they are (no wrapper: the source
+            # reads _empty_strided_cpu(...) or _reinterpret_tensor(...), as Inductor's wrapper does).
             if donor is None:
-                empty = _named(planned.alloc, "planned_empty", planned_buffer=True)
-                buf = g.call_function(empty, (shape, stride, dtype))
+                buf = g.call_function(planned.alloc, (shape, stride, dtype))
             elif donor_fits(donor, planned.spec) and _reinterpret is not None:
-                buf = g.call_function(_planned_reuse, (donor, shape, stride, 0))
+                buf = g.call_function(_reinterpret, (donor, shape, stride, 0))
             else:
                 checked = _named(functools.partial(_output_in, spec=planned.spec, device=planned.device,
-                                                   alloc=planned.alloc, need=planned.need),
-                                 "planned_reuse_checked", planned_buffer=True)
+                                                   alloc=planned.alloc, need=planned.need), "planned_reuse_checked")
                 buf = g.call_function(checked, (donor,))
             call = g.call_function(planned.call, n.args, {**kwargs, "out": buf})
         if items:
@@ -154,9 +155,6 @@ def inline_planned_outputs(gm: fx.GraphModule) -> int:
         gm.recompile()
     return made
 
-
-#: A trusted donor's storage in the planned layout (Inductor's ``reinterpret_tensor``).
-_planned_reuse = _named(_reinterpret, "planned_reuse", planned_buffer=True) if _reinterpret is not None else None
 
 
 __all__ = ["OUT_OPS", "PlannedOut", "out_call", "plan_library_outputs", "inline_planned_outputs"]

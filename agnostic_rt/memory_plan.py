@@ -15,7 +15,8 @@ What a buffer is, and when it is dead, comes from the graph alone:
 
 * Storage classes: every tensor value belongs to the storage it was allocated with. A kernel output
   or an ATen op whose schema says its results alias nothing owns a fresh storage; a view (an op
-  whose schema result carries alias info, a folded ``ViewOf``, a split's item) joins its source's.
+  whose schema result carries alias info, ``_unsafe_view`` whose schema does not say it, a folded
+  ``ViewOf``, a split's item) joins its source's.
 * A class is dead after the last node that reads any of its members. A class is never donated
   (pinned) when it escapes -- a graph input, a program output (saved activations included), a
   constant -- or when a node we cannot reason about reads it (a higher-order op, an opaque
@@ -173,7 +174,7 @@ def _classify(g: fx.Graph) -> tuple[_Classes, set[fx.Node]]:
             cls.join(n, [n.args[0]])
         elif isinstance(n.target, torch._ops.OpOverload):
             schema = n.target._schema
-            if any(r.alias_info is not None for r in schema.returns):
+            if any(r.alias_info is not None for r in schema.returns) or n.target in _UNANNOTATED_VIEWS:
                 cls.join(n, _tensor_args(n))
             else:
                 cls.new(n)
@@ -183,6 +184,10 @@ def _classify(g: fx.Graph) -> tuple[_Classes, set[fx.Node]]:
                 cls.pin(a)
             cls.new(n, pinned=True)
     return cls, fresh
+
+
+#: Ops whose result shares its input's storage although their schema says nothing of it.
+_UNANNOTATED_VIEWS = frozenset({torch.ops.aten._unsafe_view.default})
 
 
 def _holds_tuple(n: fx.Node) -> bool:

@@ -20,6 +20,11 @@ outputs, or return their ``out=``). After warm-up, cProfile records ``--steps`` 
   made through ``ViewOf``);
 - Inductor only: ``asserts``, its ``assert_size_stride`` calls.
 
+cProfile sees a C function only when Python calls it directly: one called through a
+``functools.partial`` (agnostic's ATen calls, ``program.fast_op``, and a planned matmul's ``out=``
+binding) is not counted, on either tree; with ``--library stub`` the library calls of both sides are
+Python stubs and are counted.
+
     python bench/host_calls.py --models mlp gpt2 bert --modes inference training
 """
 

@@ -22,7 +22,10 @@ Per model and mode (inference under no_grad in eval mode; training = forward + l
 ``agnostic-rt bench`` does it, gradients set to None before each step outside the timing), the median
 step over ``--steps`` interleaved rounds (after 5 warm-up steps) of: eager (the plain model), dynamo
 (``backend="eager"``, Dynamo's floor), aot_eager (aot_autograd's floor), agnostic (stubbed) and
-inductor (stubbed, below). A second agnostic compile of the same model, whose
+inductor (stubbed, below). The baselines compute the whole model on the CPU (tens of ms a step on
+gpt2), which evicts the caches before each host-only step; a GPU's host never computes the model, so
+``--no-baselines`` leaves them out and the rounds hold only agnostic, inductor, the instrumented
+compile and the loss: the warm-cache comparison (BENCHMARKS.md has both). A second agnostic compile of the same model, whose
 launchers, ``ViewOf`` calls and ATen calls are wrapped in ``perf_counter`` accumulators (not
 cProfile, which inflates small calls), gives the breakdown per step: time and calls inside
 ``KernelLauncher.__call__`` (launches/step counts these calls; a zero-element group returns before
@@ -345,7 +348,10 @@ def rewritten_programs(meter: bool, stub_library: bool) -> Iterator[None]:
     from torch._functorch.aot_autograd import make_boxed_func
 
     from agnostic_rt import pipeline
-    from agnostic_rt.library_out import PlannedOut
+    try:
+        from agnostic_rt.library_out import PlannedOut
+    except ImportError:  # a tree before planned library outputs (an old/new comparison)
+        PlannedOut = type("NoPlannedOut", (), {})
     from agnostic_rt.passes.partition import LIBRARY_OPS
     from agnostic_rt.program import final_calls
     from agnostic_rt.view_fold import ViewOf, is_folded_view
@@ -708,14 +714,17 @@ def rounds(steps: int, names: list[str], fns: dict, metered: Step, times: dict, 
                 times[name].append(time.perf_counter() - t0)
 
 
-def measure(model: str, mode: str, steps: int, batch: int, threads: int = 1, library: str = "run") -> dict:
-    """One model and mode: every backend's median step (interleaved rounds) and the agnostic breakdown."""
+def measure(model: str, mode: str, steps: int, batch: int, threads: int = 1, library: str = "run",
+            baselines: bool = True) -> dict:
+    """One model and mode: every backend's median step (interleaved rounds) and the agnostic breakdown.
+    ``baselines=False`` leaves eager, dynamo and aot_eager out of the rounds (their columns None)."""
+    base = BASELINES if baselines else ()
     case = _Case(model, "cpu", batch, dict(OPTIONS))
     # _Case gives ATen every core; one thread by default: a GPU program's host path is one thread,
     # and OpenMP's barriers between two threads on a busy 2-core machine cost more than small ops.
     torch.set_num_threads(threads)
     torch._dynamo.reset()  # this model's compiles stay under Dynamo's recompile limit
-    fns = {b: Step(case, b, mode) for b in BASELINES}
+    fns = {b: Step(case, b, mode) for b in base}
     before = _Counts.launchers
     stub = library == "stub"
     with stubbed_launches():
@@ -732,7 +741,7 @@ def measure(model: str, mode: str, steps: int, batch: int, threads: int = 1, lib
     launchers = _Counts.launchers - before
     if launchers == 0:
         raise RuntimeError(f"{model}: no Triton launcher was made; the stubbing reached nothing")
-    for name in BASELINES:
+    for name in base:
         for _ in range(WARMUP):
             fns[name]()
     with metered_calls():
@@ -745,7 +754,7 @@ def measure(model: str, mode: str, steps: int, batch: int, threads: int = 1, lib
     if "step" in inductor:
         fns["inductor"] = inductor.pop("step")
 
-    names = [*BASELINES, "agnostic", *(["inductor"] if "inductor" in fns else []), "metered"]
+    names = [*base, "agnostic", *(["inductor"] if "inductor" in fns else []), "metered"]
     if mode == "training":
         with torch.no_grad():
             fns["loss"] = LossStep(case, fns["eager"].model(*case.inputs))
@@ -778,7 +787,7 @@ def measure(model: str, mode: str, steps: int, batch: int, threads: int = 1, lib
     aten_ops = sorted(((op, t * 1e3 / steps, n / steps) for op, (t, n) in METER.ops.items()), key=lambda x: -x[1])
     row = {
         "model": model, "mode": mode, "batch": batch, "steps": steps, "threads": threads, "library": library,
-        "eager_ms": ms["eager"], "dynamo_ms": ms["dynamo"], "aot_eager_ms": ms["aot_eager"],
+        "eager_ms": ms.get("eager"), "dynamo_ms": ms.get("dynamo"), "aot_eager_ms": ms.get("aot_eager"),
         "agnostic_ms": ms["agnostic"], "metered_ms": ms["metered"],
         "launch_ms": launch_ms, "launches": launches, "us_per_launch": launch_ms * 1e3 / launches if launches else None,
         "stage_us_per_launch": med("stage_s") * 1e6 / launches if launches else None,
@@ -837,6 +846,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--library", choices=("run", "stub"), default="run",
                    help="run: the programs' library calls (mm, SDPA, ...) compute on the CPU; stub: they only "
                         "allocate their outputs (agnostic's and Inductor's; the baselines compute everything)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="leave eager, dynamo and aot_eager out of the rounds: their CPU compute (tens of ms a "
+                        "step) evicts the caches between the host-only steps, which a GPU's host does not see")
     p.add_argument("--json", default=None, help="write the rows (and the machine note) here")
     args = p.parse_args(argv)
 
@@ -846,7 +858,8 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             for mode in args.modes:
                 try:
-                    row = measure(model, mode, args.steps, args.batch, args.threads, args.library)
+                    row = measure(model, mode, args.steps, args.batch, args.threads, args.library,
+                                  baselines=not args.no_baselines)
                 except Exception as exc:  # one model failing must not hide the others' figures
                     torch._dynamo.reset()
                     row = {"model": model, "mode": mode, "error": f"{type(exc).__name__}: {exc}"}

@@ -53,7 +53,7 @@ def test_host_overhead_mlp(tmp_path, capsys):
 
 
 def test_host_overhead_inductor_stub(tmp_path):
-    """mlp inference with --library stub: Inductor's stubbed launches per step are bench/launch_count.py's
+    """mlp inference with --library stub (and --no-baselines): Inductor's stubbed launches per step are bench/launch_count.py's
     count of Inductor's code, its three addmm are stubbed (none computes in the timed steps), and
     everything patched is put back (Inductor's kernel module cache included: the first test loaded
     the same kernels; here they load again, under the stub)."""
@@ -72,10 +72,13 @@ def test_host_overhead_inductor_stub(tmp_path):
                InterpretedFunction.run, ut.triton_hash_with_backend)
     env, kernel_cache = os.environ.get("TRITON_INTERPRET"), PyCodeCache.modules_no_attr
     mod, rc, rows = bench_scripts.run_main(
-        "host_overhead", ["--models", "mlp", "--modes", "inference", "--steps", "2", "--library", "stub"],
-        tmp_path / "host.json")
+        "host_overhead", ["--models", "mlp", "--modes", "inference", "--steps", "2", "--library", "stub",
+                          "--no-baselines"], tmp_path / "host.json")
     assert rc == 0, rows
     (r,) = rows
+    # --no-baselines: eager, dynamo and aot_eager left out of the rounds, agnostic and Inductor timed.
+    assert r["eager_ms"] is None and r["dynamo_ms"] is None and r["aot_eager_ms"] is None, r
+    assert r["agnostic_ms"] > 0 and r["inductor_ms"] > 0, r
     assert r["interpreted_launches"] == 0, r
     assert r["inductor_launches"] == r["inductor_code_launches"] > 0, r
     assert r["inductor_library"] == r["inductor_library_stubbed"] == 3 and r["inductor_library_computed"] == 0, r

@@ -258,3 +258,24 @@ def test_reuse_buffers_is_an_option():
     assert Options.from_user({"reuse_buffers": False}).reuse_buffers is False
     with pytest.raises(ValueError, match="reuse_buffers"):
         Options.from_user({"reuse_buffers": "no"})
+
+
+def test_an_unsafe_view_keeps_its_source_alive():
+    # _unsafe_view's schema claims a fresh result, but it views its input: a's storage stays live
+    # until u's last reader, so neither the kernel b nor the matmul m may write into it.
+    from agnostic_rt.library_out import inline_planned_outputs, plan_library_outputs
+
+    p = Program()
+    x, w = p.input("x", (4, 8)), p.input("w", (8, 8))
+    a = p.kernel(lambda t: t * 2, x)
+    u = p.aten(aten._unsafe_view.default, a, [8, 4])
+    b = p.kernel(lambda t: t + 1, x)
+    m = p.aten(aten.mm.default, b, w)
+    out = p.kernel(lambda t, v: t + v.reshape(4, 8), m, u)
+    gm = p.build(out)
+    xv, wv = torch.randn(4, 8), torch.randn(8, 8)
+    want = (xv + 1) @ wv + xv * 2
+    plan_library_outputs(gm)
+    assert a.name not in plan_buffers(gm).donors.values()
+    inline_planned_outputs(gm)
+    torch.testing.assert_close(gm(xv, wv)[0], want)
