@@ -49,6 +49,7 @@ __all__ = ["plan_buffers", "MemoryPlan", "span_bytes"]
 class MemoryPlan:
     """What :func:`plan_buffers` did to one program (kept in ``program.meta["agnostic_memory"]``)."""
 
+    # "Kernel outputs" include planned matmul outputs (agnostic_rt/library_out.py: PlannedOut).
     reused: int = 0  # kernel outputs written into a dead buffer's storage
     kernel_outputs: int = 0  # kernel outputs in the program
     allocated_bytes_before: int = 0  # bytes the program's own storages take per call without reuse

@@ -44,7 +44,7 @@ class Limits:
     ilp_max_nodes: int = 3_000  # the exact extractor runs on e-graphs up to this size
     # Branch-and-bound nodes bound the exact extractor (every zoo and gym e-graph it runs on is
     # solved at the root: 1 node); its clock is a safety net, like time_limit.
-    ilp_node_limit: int = 1_000
+    ilp_node_limit: int = 200
     ilp_time_limit: float = 20.0
     exact: str = "auto"  # "auto" (ILP when a multi-output rule fired), "always", "never"
 
