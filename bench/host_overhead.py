@@ -757,7 +757,7 @@ def measure(model: str, mode: str, steps: int, batch: int, threads: int = 1, lib
     names = [*base, "agnostic", *(["inductor"] if "inductor" in fns else []), "metered"]
     if mode == "training":
         with torch.no_grad():
-            fns["loss"] = LossStep(case, fns["eager"].model(*case.inputs))
+            fns["loss"] = LossStep(case, (fns.get("eager") or fns["agnostic"]).model(*case.inputs))
         names.append("loss")
     times: dict[str, list[float]] = {b: [] for b in names}
     per_step: list[dict] = []
