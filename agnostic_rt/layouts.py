@@ -24,7 +24,7 @@ import operator
 import torch
 import torch.fx as fx
 
-from .memory_plan import span_bytes
+from .memory_plan import returns_fresh, span_bytes
 from .view_fold import ViewOf, _reinterpret
 
 Layout = tuple  # (shape, stride, dtype), ints only
@@ -91,7 +91,7 @@ def _is_library_value(n: fx.Node) -> bool:
         if n.op != "call_function":
             return False
     op = getattr(n.target, "aten_op", n.target)
-    return isinstance(op, torch._ops.OpOverload) and not any(r.alias_info is not None for r in op._schema.returns)
+    return isinstance(op, torch._ops.OpOverload) and returns_fresh(op)
 
 
 def _trusting_readers(n: fx.Node, layout: Layout) -> int:

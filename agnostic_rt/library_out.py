@@ -61,7 +61,7 @@ def _named(fn: Callable, name: str, **attrs) -> Callable:
 def out_call(op: torch._ops.OpOverload) -> Callable:
     """``torch.<op>(..., out=buf)``: the Python binding (Inductor's wrappers call it too), which
     picks the ``.out`` overload for the ``out=`` it is given. ``aten_op`` names the op it computes,
-    ``planned_out`` says its result is its ``out=`` (see :func:`planned_layout`)."""
+    ``planned_out`` says its result is its ``out=``, in the recorded layout (``layouts.trusted_layout``)."""
     binding = getattr(torch._C._VariableFunctions, op.overloadpacket.__name__)
     return _named(binding, f"{op.overloadpacket.__name__}_out", aten_op=op, planned_out=True)
 
@@ -154,7 +154,6 @@ def inline_planned_outputs(gm: fx.GraphModule) -> int:
     if made:
         gm.recompile()
     return made
-
 
 
 __all__ = ["OUT_OPS", "PlannedOut", "out_call", "plan_library_outputs", "inline_planned_outputs"]

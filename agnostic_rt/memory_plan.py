@@ -42,7 +42,7 @@ import torch.fx as fx
 
 log = logging.getLogger("agnostic_rt.memory_plan")
 
-__all__ = ["plan_buffers", "MemoryPlan", "span_bytes"]
+__all__ = ["plan_buffers", "MemoryPlan", "span_bytes", "returns_fresh"]
 
 
 @dataclass
@@ -174,12 +174,11 @@ def _classify(g: fx.Graph) -> tuple[_Classes, set[fx.Node]]:
         elif is_folded_view(n.target):
             cls.join(n, [n.args[0]])
         elif isinstance(n.target, torch._ops.OpOverload):
-            schema = n.target._schema
-            if any(r.alias_info is not None for r in schema.returns) or n.target in _UNANNOTATED_VIEWS:
-                cls.join(n, _tensor_args(n))
-            else:
+            if returns_fresh(n.target):
                 cls.new(n)
                 fresh.add(n)
+            else:
+                cls.join(n, _tensor_args(n))
         else:  # an opaque callable (higher-order op, a launcher that plans its own outputs, ...)
             for a in _tensor_args(n):
                 cls.pin(a)
@@ -189,6 +188,12 @@ def _classify(g: fx.Graph) -> tuple[_Classes, set[fx.Node]]:
 
 #: Ops whose result shares its input's storage although their schema says nothing of it.
 _UNANNOTATED_VIEWS = frozenset({torch.ops.aten._unsafe_view.default})
+
+
+def returns_fresh(op: torch._ops.OpOverload) -> bool:
+    """Whether ATen op ``op``'s results are storages of their own: no alias in its schema, and not
+    a view whose schema does not say so."""
+    return op not in _UNANNOTATED_VIEWS and not any(r.alias_info is not None for r in op._schema.returns)
 
 
 def _holds_tuple(n: fx.Node) -> bool:
