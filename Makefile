@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install rocm-toolchain demo test test-fast lint bench conformance
+.PHONY: install rocm-toolchain demo test test-fast lint bench conformance triton-compat
 
 # torch is pinned to the CPU build that lies on this machine's disk; pyproject allows torch>=2.11,
 # and an unpinned install would pull a multi-GB CUDA build.
@@ -24,6 +24,18 @@ demo: install
 test: install
 	$(PYTHON) -m pytest -q
 	$(PYTHON) -m agnostic_rt.cli conformance --quick
+	$(MAKE) --no-print-directory triton-compat
+
+# The lent GPU runs torch 2.11 with Triton 3.6; this machine Triton 3.9. The generated kernels must work
+# on both: every zoo kernel is built for both vendors, and the kernel tests run through the interpreter,
+# with GPU_TRITON installed beside ours (.triton-compat/, ignored by git) and put first on the path.
+GPU_TRITON ?= 3.6.0
+COMPAT := $(CURDIR)/.triton-compat/$(GPU_TRITON)
+triton-compat:
+	$(PIP) install -q --no-deps --upgrade --target "$(COMPAT)" "triton==$(GPU_TRITON)"
+	PYTHONPATH="$(COMPAT)" $(PYTHON) -c "import triton; v = triton.__version__; assert v == '$(GPU_TRITON)', v; print('triton', v)"
+	PYTHONPATH="$(COMPAT)" TRITON_CACHE_DIR="$(COMPAT)-cache" $(PYTHON) -m pytest -q -p no:cacheprovider \
+	  tests/test_triton_build.py tests/test_triton_kernels.py tests/test_interpret_zoo.py tests/test_scatter_add.py
 
 test-fast:
 	$(PYTHON) -m pytest -q -m "not slow"

@@ -136,9 +136,10 @@ def _load_module(path: Path, name: str, interpret: bool) -> ModuleType:
         else:
             os.environ["TRITON_INTERPRET"] = old
     if interpret:
-        from .interp_libdevice import HELPER_SHIMS, libdevice
+        from .interp_libdevice import HELPER_SHIMS, interp_range, libdevice
 
         module.libdevice = libdevice  # the interpreter has no libdevice (see interp_libdevice)
+        module.range = interp_range  # loop bounds computed from sizes, on Triton 3.6 + NumPy >= 2.4
         for name, shim in HELPER_SHIMS.items():
             if hasattr(module, name):  # NumPy reductions instead of a per-element combine loop
                 setattr(module, name, shim)

@@ -209,3 +209,23 @@ def test_gathers_over_zero_elements_launch_nothing(shape, dim, index, caplog):
     c = check(lambda a, b: torch.index_select(a, dim, b) + 1, x, i)
     assert all(ln.xnumel == 0 and ln._launch is None for ln in c.launchers.values())
     assert not [r for r in caplog.records if "trial lowering failed" in r.getMessage()]
+
+
+def test_interpreted_loop_bounds_read_one_element_scalars():
+    """Triton 3.6's interpreter holds a scalar computed from size arguments (a looped reduction's
+    ``rnumel = s1 * s0``) as a 1-element 1-d array, which NumPy >= 2.4 will not turn into an int: the
+    loop ``range(0, rnumel, RBLOCK)`` raised and every looped reduction fell back to ATen there
+    (``make triton-compat`` runs the tests above on that Triton). Interpreted kernel modules loop
+    with ``interp_range``, which reads the one value of either form."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime.interpreter import TensorHandle
+
+    from agnostic_rt.backends.interp_libdevice import interp_range
+
+    as_36 = tl.tensor(TensorHandle(np.array([10], dtype=np.int32), tl.int32), tl.int32)
+    as_39 = tl.tensor(TensorHandle(np.array(10, dtype=np.int32), tl.int32), tl.int32)
+    assert list(interp_range(0, as_36, 4)) == list(interp_range(0, as_39, 4)) == [0, 4, 8]
+    assert list(interp_range(3)) == [0, 1, 2]
+    with pytest.raises(TypeError):  # a bound that is not an integer is still refused, as range refuses it
+        interp_range(0, 2.5)
