@@ -32,7 +32,8 @@ test: install
 GPU_TRITON ?= 3.6.0
 COMPAT := $(CURDIR)/.triton-compat/$(GPU_TRITON)
 triton-compat:
-	$(PIP) install -q --no-deps --upgrade --target "$(COMPAT)" "triton==$(GPU_TRITON)"
+	PYTHONPATH="$(COMPAT)" $(PYTHON) -c "import sys, triton; sys.exit(triton.__version__ != '$(GPU_TRITON)')" 2>/dev/null \
+	  || $(PIP) install -q --no-deps --upgrade --target "$(COMPAT)" "triton==$(GPU_TRITON)"
 	PYTHONPATH="$(COMPAT)" $(PYTHON) -c "import triton; v = triton.__version__; assert v == '$(GPU_TRITON)', v; print('triton', v)"
 	PYTHONPATH="$(COMPAT)" TRITON_CACHE_DIR="$(COMPAT)-cache" $(PYTHON) -m pytest -q -p no:cacheprovider \
 	  tests/test_triton_build.py tests/test_triton_kernels.py tests/test_interpret_zoo.py tests/test_scatter_add.py

@@ -9,6 +9,8 @@ what libdevice's 1-2 ulp functions approximate.
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 
@@ -105,14 +107,11 @@ def _to_bf16(v):
     return tl.tensor(TensorHandle(rounded, tl.bfloat16), ty)
 
 
-
 def interp_range(*bounds):
     """``range`` for interpreted kernels. A looped reduction's bound (``rnumel = s1 * s0``) is an
     interpreter tensor; Triton 3.6's interpreter holds such scalars as 1-element 1-d arrays and takes
     their ``__index__`` with ``int(array)``, which NumPy >= 2.4 refuses for ndim > 0 (Triton 3.9
     squeezes first). Read each bound's one value here instead, on either Triton."""
-    import operator
-
     return range(*(int(np.asarray(b.handle.data).reshape(-1)[0]) if hasattr(b, "handle") else operator.index(b)
                    for b in bounds))
 

@@ -93,7 +93,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import importlib.util
 import inspect
@@ -332,10 +331,10 @@ def _rewrite_planned(planned, meter: bool, stub_library: bool) -> None:
     if meter:
         call = _timed_op(call, name)
     if call is not planned.call:
-        call = functools.partial(call)
-        call.__name__ = call.__qualname__ = ("stub_" if stub_library else "") + planned.call.__name__
-        call.aten_op, call.planned_out = planned.aten_op, True
-        planned.call = call
+        from agnostic_rt.library_out import _named  # this tree has planned outputs: PlannedOut exists
+
+        planned.call = _named(call, ("stub_" if stub_library else "") + planned.call.__name__,
+                              aten_op=planned.aten_op, planned_out=True)
 
 
 @contextlib.contextmanager
