@@ -36,7 +36,7 @@ triton-compat:
 	  || $(PIP) install -q --no-deps --upgrade --target "$(COMPAT)" "triton==$(GPU_TRITON)"
 	PYTHONPATH="$(COMPAT)" $(PYTHON) -c "import triton; v = triton.__version__; assert v == '$(GPU_TRITON)', v; print('triton', v)"
 	PYTHONPATH="$(COMPAT)" TRITON_CACHE_DIR="$(COMPAT)-cache" $(PYTHON) -m pytest -q -p no:cacheprovider \
-	  tests/test_triton_build.py tests/test_triton_kernels.py tests/test_interpret_zoo.py tests/test_scatter_add.py
+	  tests/backends/test_triton_build.py tests/backends/test_triton_kernels.py tests/backends/test_interpret_zoo.py tests/backends/test_scatter_add.py
 
 test-fast:
 	$(PYTHON) -m pytest -q -m "not slow"

@@ -7,7 +7,10 @@ and prove the numerics on every target.
 
 from __future__ import annotations
 
-from .checkpoint import (
+from .config import Options
+from .placement import JobProfile, PlacementPolicy
+from .targets import KNOWN_TARGETS, Target, current_target, get_target
+from .training.checkpoint import (
     Checkpoint,
     CheckpointCorruptError,
     CheckpointError,
@@ -16,13 +19,10 @@ from .checkpoint import (
     load,
     save,
 )
-from .config import Options
-from .devices import Device, devices, select_device
-from .migrate import EXIT_HANDOFF, EXIT_PREEMPTED, migrate, resume
-from .placement import JobProfile, PlacementPolicy
-from .preempt import spot_guard
-from .state import StateError, TrainingState
-from .targets import KNOWN_TARGETS, Target, current_target, get_target
+from .training.devices import Device, devices, select_device
+from .training.migrate import EXIT_HANDOFF, EXIT_PREEMPTED, migrate, resume
+from .training.preempt import spot_guard
+from .training.state import StateError, TrainingState
 
 __version__ = "0.1.0"
 

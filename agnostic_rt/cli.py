@@ -14,10 +14,10 @@ import sys
 
 # subcommand -> (module, function taking argv and returning an exit code, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "bench": ("agnostic_rt.bench_compare", "main", "time eager, aot_eager, Inductor and agnostic on the zoo"),
+    "bench": ("agnostic_rt.apps.bench_compare", "main", "time eager, aot_eager, Inductor and agnostic on the zoo"),
     "conformance": ("agnostic_rt.conformance.cli", "main", "run the numerics conformance suite"),
     "simulate": ("agnostic_rt.placement.simulate", "main", "replay a spot price trace under each policy"),
-    "demo": ("agnostic_rt.demo", "main", "train GPT-2, survive a spot notice, resume elsewhere"),
+    "demo": ("agnostic_rt.apps.demo", "main", "train GPT-2, survive a spot notice, resume elsewhere"),
     "targets": ("agnostic_rt.cli", "targets_main", "list known targets and this machine's devices"),
 }
 

@@ -38,11 +38,11 @@ class Options:
     # Capture the program in a CUDA graph when shapes are static (GPU only).
     cudagraphs: bool = False
     # Generated kernels write intermediates into the storage of dead buffers of the same size
-    # (agnostic_rt/memory_plan.py) instead of allocating.
+    # (agnostic_rt/runtime/memory_plan.py) instead of allocating.
     reuse_buffers: bool = True
     # triton | c | autotune: what fused groups are emitted as on GPU targets. "c" falls back to Triton
     # (debug log) where the C toolchain is missing or a group has no C form; in interpret mode C
-    # kernels run on the CPU through g++ (backends/c_host.py). "autotune" times both on the GPU.
+    # kernels run on the CPU through g++ (backends/c/host.py). "autotune" times both on the GPU.
     emitter: str = "triton"
     # On targets without generated kernels (the CPU), a graph the passes left unchanged runs as Dynamo
     # captured it, under eager autograd: aot_autograd's runtime wrappers cost more there than they save.

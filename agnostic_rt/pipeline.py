@@ -11,11 +11,11 @@ import torch.fx as fx
 from . import backends, passes
 from .config import Options
 from .debug import DebugDump
-from .library_out import plan_library_outputs
-from .memory_plan import plan_buffers
-from .program import boxed, build_program
+from .runtime.library_out import plan_library_outputs
+from .runtime.memory_plan import plan_buffers
+from .runtime.program import boxed, build_program
+from .runtime.view_fold import fold_views, hidden_outputs
 from .targets import Target
-from .view_fold import fold_views, hidden_outputs
 
 log = logging.getLogger("agnostic_rt.pipeline")
 

@@ -14,7 +14,7 @@ def for_target(target: Target, options: Options):
     """The backend that compiles groups for ``target``: ATen on the CPU, Triton on NVIDIA and AMD GPUs
     (also in interpret mode, where the GPU kernels run through the Triton interpreter on CPU tensors)."""
     if target.generates_kernels:
-        from .triton_backend import TritonBackend
+        from agnostic_rt.backends.kernel_backend import KernelBackend
 
-        return TritonBackend(target, options)
+        return KernelBackend(target, options)
     return AtenBackend(target)

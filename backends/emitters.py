@@ -5,7 +5,7 @@ The Triton backend lowers a group to one KernelIR; ``options.emitter`` decides w
 * ``"triton"``: the Triton kernel (both vendors; the Triton interpreter in interpret mode).
 * ``"c"``: CUDA C through NVRTC, launched with CuPy (NVIDIA), or HIP C through hiprtc, launched with
   hip-python (AMD). In interpret mode the same C, rendered for the host dialect, runs on CPU tensors
-  through g++ (backends/c_host.py). Where the toolchain is not importable or the IR has no C form
+  through g++ (backends/c/host.py). Where the toolchain is not importable or the IR has no C form
   (a BuildError, an op the C renderer lacks) the group is emitted as Triton, with a debug line.
 * ``"autotune"``: on a GPU, both candidates run on first use and the faster one is kept; the winner
   is cached on disk per (both sources, device, software versions, sizes). Without a GPU there is
@@ -27,8 +27,8 @@ import torch
 
 from agnostic_rt.targets import Target
 
-from .kernel_ir import KernelIR
-from .triton_launch import TuningCache, device_key, fallback_outputs, stage_call
+from .lowering.kernel_ir import KernelIR
+from .triton.launch import TuningCache, device_key, fallback_outputs, stage_call
 
 log = logging.getLogger("agnostic_rt.emitters")
 
@@ -58,17 +58,17 @@ def c_kernel(ir: KernelIR, target: Target, *, numerics: str = "strict", interpre
     """
     try:
         if interpret:
-            from . import c_host
+            from .c import host as c_host
 
             if not c_host.available():
                 raise CUnavailable("no g++ to run C kernels on the CPU")
             return c_host.HostKernel.build(ir, numerics=numerics)
         if target.vendor == "nvidia":
-            from . import cuda_c
+            from .c import cuda as cuda_c
 
             return cuda_c.compile_c(ir, target, numerics=numerics)
         if target.vendor == "amd":
-            from . import hip_c
+            from .c import hip as hip_c
 
             return hip_c.compile_c(ir, target, numerics=numerics)
     except CUnavailable:
@@ -199,11 +199,11 @@ def _choice_device_key(device: str) -> str:
     parts = [device_key(device)]
     try:
         if torch.version.hip:
-            from .hip_c import hiprtc_version
+            from .c.hip import hiprtc_version
 
             parts.append(hiprtc_version())
         else:
-            from .cuda_c import nvrtc_version
+            from .c.cuda import nvrtc_version
 
             parts.append(nvrtc_version())
     except Exception:  # the C candidate then never built; the key only needs to be stable

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from agnostic_rt.bench_compare import publish, script_command, utc_stamp
+from agnostic_rt.apps.bench_compare import publish, script_command, utc_stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 COST_TARGETS = ("cpu", "h100", "mi300x")

@@ -13,7 +13,7 @@ import os
 import platform
 from pathlib import Path
 
-from agnostic_rt.bench_compare import publish, script_command, utc_stamp
+from agnostic_rt.apps.bench_compare import publish, script_command, utc_stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 GYM = Path("/work/shared/data/extraction-gym")

@@ -28,7 +28,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from agnostic_rt.bench_compare import MODES, _Case, _sync, machine_description
+from agnostic_rt.apps.bench_compare import MODES, _Case, _sync, machine_description
 from agnostic_rt.conformance.zoo import ZOO
 
 STEP = "gpu_profile::step"  # the record_function around each profiled step; its self time is Python

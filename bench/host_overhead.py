@@ -106,7 +106,7 @@ from pathlib import Path
 
 import torch
 
-from agnostic_rt.bench_compare import MODES, _Case, machine_description
+from agnostic_rt.apps.bench_compare import MODES, _Case, machine_description
 
 BASELINES = ("eager", "dynamo", "aot_eager")
 OPTIONS = {"target": "h100", "interpret": True}
@@ -178,9 +178,9 @@ class _FakeJit:
 @contextlib.contextmanager
 def stubbed_launches() -> Iterator[None]:
     """While active, KernelLaunchers made get a stub kernel and take the GPU (non-interpreted) path."""
-    from agnostic_rt.backends import triton_launch
-    from agnostic_rt.backends.registry import GeneratedKernel
-    from agnostic_rt.backends.triton_launch import KernelLauncher
+    from agnostic_rt.backends.triton import launch as triton_launch
+    from agnostic_rt.backends.triton.launch import KernelLauncher
+    from agnostic_rt.backends.triton.registry import GeneratedKernel
 
     orig_function, orig_init = GeneratedKernel.function, KernelLauncher.__init__
     orig_outputs = triton_launch.init_outputs
@@ -241,8 +241,8 @@ def _timed(orig: Callable, key: str) -> Callable:
 def metered_calls() -> Iterator[None]:
     """While active, every ``KernelLauncher.__call__`` and ``ViewOf.__call__`` adds to METER, and so
     does ``stage_call`` (part of the launcher's time: fitting inputs, allocating or reusing outputs)."""
-    from agnostic_rt.backends import triton_launch
-    from agnostic_rt.view_fold import ViewOf
+    from agnostic_rt.backends.triton import launch as triton_launch
+    from agnostic_rt.runtime.view_fold import ViewOf
 
     saved = [(triton_launch.KernelLauncher, "__call__"), (ViewOf, "__call__"), (triton_launch, "stage_call")]
     saved = [(owner, attr, getattr(owner, attr)) for owner, attr in saved]
@@ -297,7 +297,7 @@ def _shape_only(name: str, layouts) -> Callable:
     recorded, nothing computed. They are allocated through the C++ entry point (the op itself
     allocates in C++, not through ``torch.empty_strided``'s Python argument parsing), as Inductor's
     wrapper allocates the ``out=`` buffers of its own stubbed library calls."""
-    from agnostic_rt.backends.triton_launch import fast_allocator
+    from agnostic_rt.backends.triton.launch import fast_allocator
 
     empty = fast_allocator(torch.device("cpu"))
 
@@ -322,7 +322,7 @@ def _out_stub(*args, out=None, **kwargs):
 
 
 def _rewrite_planned(planned, meter: bool, stub_library: bool) -> None:
-    """A library call whose output the program places (agnostic_rt/library_out.py: ``PlannedOut``,
+    """A library call whose output the program places (agnostic_rt/runtime/library_out.py: ``PlannedOut``,
     inlined when the program is final as its buffer and the ``out=`` call ``planned.call``): that
     call stubbed and/or timed, still read as the op's planned call."""
     name, call = str(planned.aten_op), planned.call
@@ -331,7 +331,7 @@ def _rewrite_planned(planned, meter: bool, stub_library: bool) -> None:
     if meter:
         call = _timed_op(call, name)
     if call is not planned.call:
-        from agnostic_rt.library_out import _named  # this tree has planned outputs: PlannedOut exists
+        from agnostic_rt.runtime.library_out import _named  # this tree has planned outputs: PlannedOut exists
 
         planned.call = _named(call, ("stub_" if stub_library else "") + planned.call.__name__,
                               aten_op=planned.aten_op, planned_out=True)
@@ -348,12 +348,12 @@ def rewritten_programs(meter: bool, stub_library: bool) -> Iterator[None]:
 
     from agnostic_rt import pipeline
     try:
-        from agnostic_rt.library_out import PlannedOut
+        from agnostic_rt.runtime.library_out import PlannedOut
     except ImportError:  # a tree before planned library outputs (an old/new comparison)
         PlannedOut = type("NoPlannedOut", (), {})
-    from agnostic_rt.passes.partition import LIBRARY_OPS
-    from agnostic_rt.program import final_calls
-    from agnostic_rt.view_fold import ViewOf, is_folded_view
+    from agnostic_rt.passes.partitioner import LIBRARY_OPS
+    from agnostic_rt.runtime.program import final_calls
+    from agnostic_rt.runtime.view_fold import ViewOf, is_folded_view
 
     orig = pipeline.boxed
 
@@ -540,7 +540,7 @@ def _stub_library_calls(code: str) -> tuple[str, dict[str, Callable]]:
     site gets its own stub; lines keep their place (the line map stays right)."""
     from torch._inductor.select_algorithm import extern_kernels
 
-    from agnostic_rt.passes.partition import LIBRARY_OPS
+    from agnostic_rt.passes.partitioner import LIBRARY_OPS
 
     stubs: dict[str, Callable] = {}
 

@@ -30,12 +30,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agnostic_rt.backends import cuda_c, hip_c, triton_backend, triton_emit
-from agnostic_rt.backends.c_build import BuildError
-from agnostic_rt.backends.coverage import zoo_coverage
-from agnostic_rt.backends.cstyle import CUDA, HIP, render
-from agnostic_rt.backends.kernel_ir import KernelIR
-from agnostic_rt.backends.registry import GeneratedKernel, build_for
+from agnostic_rt.backends import kernel_backend as triton_backend
+from agnostic_rt.backends.c import cuda as cuda_c
+from agnostic_rt.backends.c import hip as hip_c
+from agnostic_rt.backends.c.build import BuildError
+from agnostic_rt.backends.c.cstyle import CUDA, HIP, render
+from agnostic_rt.backends.lowering.kernel_ir import KernelIR
+from agnostic_rt.backends.triton import emit as triton_emit
+from agnostic_rt.backends.triton.registry import GeneratedKernel, build_for
+from agnostic_rt.conformance.coverage import zoo_coverage
 
 #: The C family's AMD arch: MI200, as ROCm 5.2's hiprtc builds no MI300 (gfx942).
 C_AMD_ARCH = "gfx90a"

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from agnostic_rt.bench_compare import MODES, _Case, machine_description, script_command, utc_stamp
+from agnostic_rt.apps.bench_compare import MODES, _Case, machine_description, script_command, utc_stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = {"target": "h100", "interpret": True}
@@ -63,7 +63,8 @@ NOTE = ("counted from the generated code, nothing timed; agnostic: the H100 prog
 
 def _launcher_types() -> tuple[type, ...]:
     """The classes a program calls to launch a generated kernel (those this checkout has)."""
-    from agnostic_rt.backends import triton_backend, triton_launch
+    from agnostic_rt.backends import kernel_backend as triton_backend
+    from agnostic_rt.backends.triton import launch as triton_launch
 
     types = [triton_launch.KernelLauncher, getattr(triton_backend, "DynamicLauncher", None)]
     with contextlib.suppress(ImportError):
@@ -84,7 +85,7 @@ def _is_empty(launcher) -> bool:
 
 def _is_view_op(target) -> bool:
     """An ATen op whose output aliases its input without writing it (view, permute, expand, ...)."""
-    from agnostic_rt.backends.lowering import VIEW_OPS
+    from agnostic_rt.backends.lowering.lower import VIEW_OPS
 
     if target.overloadpacket in VIEW_OPS:
         return True
@@ -94,8 +95,8 @@ def _is_view_op(target) -> bool:
 
 def count_program(program: torch.fx.GraphModule) -> dict:
     """One program's calls by kind; the named lists say which kernels and ops they are."""
-    from agnostic_rt.passes.partition import LIBRARY_OPS
-    from agnostic_rt.view_fold import is_folded_view
+    from agnostic_rt.passes.partitioner import LIBRARY_OPS
+    from agnostic_rt.runtime.view_fold import is_folded_view
 
     launchers = _launcher_types()
     out: dict = {"launches": 0, "empty": 0, "library": 0, "aten": 0, "views": 0,
@@ -185,7 +186,7 @@ def _call_bodies(code: str) -> list[str]:
 
 def count_wrapper(code: str) -> dict:
     """One Inductor wrapper's calls by kind, as count_program gives them for agnostic."""
-    from agnostic_rt.passes.partition import LIBRARY_OPS
+    from agnostic_rt.passes.partitioner import LIBRARY_OPS
 
     out: dict = {"launches": 0, "library": 0, "aten": 0, "views": 0, "kernels": [], "library_ops": [],
                  "aten_ops": []}

@@ -1,4 +1,4 @@
-"""What buffer reuse (agnostic_rt/memory_plan.py) does to each zoo program: kernel outputs that write
+"""What buffer reuse (agnostic_rt/runtime/memory_plan.py) does to each zoo program: kernel outputs that write
 into a dead buffer, bytes the program allocates per call, and its planned peak of live storages.
 
 The programs are compiled for a GPU part (default h100) and one step runs in interpret mode on the

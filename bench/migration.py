@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 import agnostic_rt
-from agnostic_rt.bench_compare import publish, script_command, utc_stamp
-from agnostic_rt.checkpoint import wait_for_saves
+from agnostic_rt.apps.bench_compare import publish, script_command, utc_stamp
+from agnostic_rt.training.checkpoint import wait_for_saves
 
 ROOT = Path(__file__).resolve().parents[1]
 

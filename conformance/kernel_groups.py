@@ -36,7 +36,7 @@ class KernelGroup:
     graph: str  # "forward0", "backward0", ... in the order aot_autograd compiled them
     index: int  # the group's position among the graph's kernel groups
     group: object  # passes.partition.Group
-    backend: object  # the target's backend (TritonBackend)
+    backend: object  # the target's backend (KernelBackend)
     values: list = field(default_factory=list)  # one per group.inputs, in that order
 
     @property
@@ -50,7 +50,7 @@ class KernelGroup:
 
     def reference(self, *args) -> tuple:
         """The group's FX nodes evaluated through ATen: the reference for its kernel."""
-        from agnostic_rt.backends.triton_backend import group_module
+        from agnostic_rt.backends.kernel_backend import group_module
 
         g = self.group
         return tuple(group_module(g.nodes, g.inputs, g.outputs)(*args))
@@ -104,7 +104,7 @@ def kernel_groups(model_name: str, run: TargetRun, batch: int = BATCH) -> list[K
     from agnostic_rt import backends, passes
     from agnostic_rt.backend import make_aot, resolve_target
     from agnostic_rt.config import Options
-    from agnostic_rt.passes.partition import KERNEL
+    from agnostic_rt.passes.partitioner import KERNEL
 
     from . import zoo
 

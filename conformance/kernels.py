@@ -37,11 +37,11 @@ log = logging.getLogger("agnostic_rt.conformance")
 def generated_kernels() -> list[Any] | None:
     """The kernels the backend generated in this process, or None when it exposes no enumeration.
 
-    Reads ``agnostic_rt.backends.registry.generated_kernels()``: every Triton kernel the op and model
+    Reads ``agnostic_rt.backends.triton.registry.generated_kernels()``: every Triton kernel the op and model
     tiers' interpreted targets generated (and ran, under the interpreter, inside those tiers).
     """
     try:
-        from agnostic_rt.backends.registry import generated_kernels as enumerate_kernels
+        from agnostic_rt.backends.triton.registry import generated_kernels as enumerate_kernels
     except Exception:  # noqa: BLE001 - an older backend without the registry
         return None
     return list(enumerate_kernels())
@@ -50,20 +50,20 @@ def generated_kernels() -> list[Any] | None:
 def _build_generated(kernel: Any, name: str, family: str, arch: str) -> tuple[str, str, float | None]:
     """Build one generated kernel for one claimed target."""
     if family in ("cuda", "hip"):
-        from agnostic_rt.backends.registry import build_for
+        from agnostic_rt.backends.triton.registry import build_for
 
         compiled = build_for(kernel, arch)
         binary = "cubin" if family == "cuda" else "hsaco"
         if binary not in compiled.asm:
             return "fail", f"no {binary} produced; stages: {list(compiled.asm)}", None
         return "pass", f"{binary} {len(compiled.asm[binary])} bytes", None
-    from agnostic_rt.backends.cstyle import CUDA, HIP, render
+    from agnostic_rt.backends.c.cstyle import CUDA, HIP, render
 
     if family == "nvrtc":
-        from agnostic_rt.backends.cuda_c import build_cubin
+        from agnostic_rt.backends.c.cuda import build_cubin
 
         return "pass", f"cubin {len(build_cubin(render(kernel.ir, CUDA).source, arch))} bytes", None
-    from agnostic_rt.backends.hip_c import build_code_object, ensure_hiprtc
+    from agnostic_rt.backends.c.hip import build_code_object, ensure_hiprtc
 
     ensure_hiprtc()
     return "pass", f"code object {len(build_code_object(render(kernel.ir, HIP).source, arch))} bytes", None
@@ -256,7 +256,7 @@ def build_nvrtc(arch: str) -> tuple[str, str, float | None]:
 def build_hiprtc(arch: str) -> tuple[str, str, float | None]:
     """Compile the HIP C canary to a code object with hiprtc (through the backend's HIP builder)."""
     try:
-        from agnostic_rt.backends.hip_c import build_code_object, ensure_hiprtc
+        from agnostic_rt.backends.c.hip import build_code_object, ensure_hiprtc
     except ImportError as exc:
         return "skip", f"no HIP C builder ({exc}); pip install 'agnostic-rt[rocm]'", None
     from .canary_kernels import CUDA_C_SOURCE

@@ -6,9 +6,8 @@ import logging
 
 import torch.fx as fx
 
+from agnostic_rt.passes.partitioner import Group, partition
 from agnostic_rt.targets import Target
-
-from .partition import Group, partition
 
 log = logging.getLogger("agnostic_rt.passes")
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from agnostic_rt.backends.triton_backend import TritonBackend
+from agnostic_rt.backends.kernel_backend import KernelBackend
 from agnostic_rt.config import Options
 from agnostic_rt.decomp import decompositions_for
-from agnostic_rt.passes.partition import KERNEL, partition
-from agnostic_rt.program import build_program
+from agnostic_rt.passes.partitioner import KERNEL, partition
+from agnostic_rt.runtime.program import build_program
 from agnostic_rt.targets import get_target
 
 
@@ -39,7 +39,7 @@ def compile_fn(fn, *args, target: str = "h100", numerics: str = "strict", decomp
     tgt = get_target(target).with_device("cpu")
     gm = make_fx(fn, decomposition_table=decompositions_for(tgt) if decompose else None)(*args)
     groups = partition(gm, tgt)
-    backend = TritonBackend(tgt, Options(target=target, interpret=True, numerics=numerics))
+    backend = KernelBackend(tgt, Options(target=target, interpret=True, numerics=numerics))
     launchers = {}
     for k, g in enumerate(groups):
         if g.kind == KERNEL:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from agnostic_rt.backends.kernel_ir import KernelIR
-from agnostic_rt.backends.lowering import Unfusable, Unsupported, is_lowerable, lower_group
+from agnostic_rt.backends.lowering.kernel_ir import KernelIR
+from agnostic_rt.backends.lowering.lower import Unfusable, Unsupported, is_lowerable, lower_group
 from agnostic_rt.conformance.zoo import ZOO
 from agnostic_rt.decomp import decompositions_for
 from agnostic_rt.targets import get_target
@@ -166,12 +166,12 @@ def unique_irs(kernels: Sequence[ZooKernel]) -> list[ZooKernel]:
 
 def _elementwise(name: str, op: str, in_dtypes: Sequence[str], out_dtype: str, n: int = 5) -> KernelIR:
     """``out[x0] = op(in0[x0], ...)`` over a 1-D size argument."""
-    from agnostic_rt.backends.kernel_ir import KernelBuilder, Var
+    from agnostic_rt.backends.lowering.kernel_ir import KernelBuilder, Var
 
     b = KernelBuilder(name)
     vals = [b.load(b.input(f"in{i}", dt), Var("x0")) for i, dt in enumerate(in_dtypes)]
     out = b.output("out0", out_dtype)
-    from agnostic_rt.backends.kernel_ir import compute_dtype
+    from agnostic_rt.backends.lowering.kernel_ir import compute_dtype
     if op == "cast":
         v = b.cast(vals[0], out_dtype)
     elif op == "where":
@@ -186,7 +186,7 @@ def _elementwise(name: str, op: str, in_dtypes: Sequence[str], out_dtype: str, n
 
 def strided_read(rows: int, row_stride: int) -> KernelIR:
     """``out[x0] = in[x0 * stride]``: few points, possibly far apart (an index-width probe)."""
-    from agnostic_rt.backends.kernel_ir import KernelBuilder, Var, imul
+    from agnostic_rt.backends.lowering.kernel_ir import KernelBuilder, Var, imul
 
     b = KernelBuilder("strided")
     src, out = b.input("in0", "float32"), b.output("out0", "float32")
@@ -196,8 +196,16 @@ def strided_read(rows: int, row_stride: int) -> KernelIR:
 
 
 def handmade() -> dict[str, KernelIR]:
-    """name -> IR; the references live in the tests (tests/test_cstyle.py)."""
-    from agnostic_rt.backends.kernel_ir import Bin, Const, IndirectIndex, KernelBuilder, Var, iadd, imul
+    """name -> IR; the references live in the tests (tests/backends/test_cstyle.py)."""
+    from agnostic_rt.backends.lowering.kernel_ir import (
+        Bin,
+        Const,
+        IndirectIndex,
+        KernelBuilder,
+        Var,
+        iadd,
+        imul,
+    )
 
     irs: dict[str, KernelIR] = {}
     x0, x1, r0 = Var("x0"), Var("x1"), Var("r0")

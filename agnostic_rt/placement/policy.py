@@ -33,7 +33,7 @@ from ..targets import KNOWN_TARGETS, Target
 from .feeds import Offer
 
 if TYPE_CHECKING:
-    from ..devices import Device
+    from agnostic_rt.training.devices import Device
 
 __all__ = ["JobProfile", "MoveCosts", "Hysteresis", "Quote", "Decision", "PlacementPolicy", "DEFAULT_MFU"]
 

@@ -3,8 +3,8 @@
     strict: exact + reassoc rules (the default)
     fast:   also approx rules
 
-Every rule here has a property test in tests/test_rules.py (both sides evaluated on random inputs of
-drawn shapes and dtypes); tests/test_rules.py also fails if a rule ships without one.
+Every rule here has a property test in tests/passes/test_rules.py (both sides evaluated on random inputs of
+drawn shapes and dtypes); tests/passes/test_rules.py also fails if a rule ships without one.
 """
 
 from __future__ import annotations
