@@ -72,8 +72,9 @@ def main() -> None:
     target = get_target(args.flavour)
     others = tuple(get_target(t) for t in COST_TARGETS)
 
-    head = ("| model | mode | graph | nodes before → after | e-graph nodes/classes | saturate s | extract s | "
-            "optimise s | stop | " + " | ".join(f"{t} cost µs before → after" for t in COST_TARGETS) + " |")
+    head = ("| model | mode | graph | nodes before → after | e-graph nodes/classes | saturate s | "
+            "extract s | optimise s | stop | "
+            + " | ".join(f"{t} cost µs before → after" for t in COST_TARGETS) + " |")
     rows = [head, "|" + "---|" * (9 + len(COST_TARGETS))]
     notes, failures = [], []
     for name in args.models:
@@ -81,8 +82,10 @@ def main() -> None:
             mode = "training" if training else "inference"
             graphs, pre = capture(ZOO[name], training, target)
             if pre.get("fired"):
-                fired = ", ".join(f"{k}×{v}" for k, v in sorted(pre["fired"].items()) if "sdpa" in k or "merge" in k)
-                notes.append(f"- {name} {mode}: before autograd ({pre['seconds']:.2f} s): {fired or 'no attention/merge'}")
+                fired = ", ".join(f"{k}×{v}" for k, v in sorted(pre["fired"].items())
+                                  if "sdpa" in k or "merge" in k)
+                notes.append(f"- {name} {mode}: before autograd ({pre['seconds']:.2f} s): "
+                             f"{fired or 'no attention/merge'}")
             total = 0.0
             for kind, gm in graphs:
                 try:
@@ -94,13 +97,16 @@ def main() -> None:
                     print(rows[-1], flush=True)
                     continue
                 total += rep.seconds["total"]
-                costs = " | ".join(f"{rep.per_target[t]['before'] * 1e6:.1f} → {rep.per_target[t]['after'] * 1e6:.1f}"
+                costs = " | ".join(f"{rep.per_target[t]['before'] * 1e6:.1f} → "
+                                   f"{rep.per_target[t]['after'] * 1e6:.1f}"
                                    for t in (o.name for o in others))
                 rows.append(f"| {name} | {mode} | {kind} | {rep.nodes_before} → {rep.nodes_after} | "
                             f"{rep.egraph_nodes}/{rep.egraph_classes} | {rep.seconds['saturate']:.3f} | "
-                            f"{rep.seconds['extract']:.3f} | {rep.seconds['total']:.3f} | {rep.run.stop_reason} | {costs} |")
+                            f"{rep.seconds['extract']:.3f} | {rep.seconds['total']:.3f} | "
+                            f"{rep.run.stop_reason} | {costs} |")
                 print(rows[-1], flush=True)
-            notes.append(f"- {name} {mode}: optimise time over its {len(graphs)} graph(s) after autograd: {total:.3f} s")
+            notes.append(f"- {name} {mode}: optimise time over its {len(graphs)} graph(s) after autograd: "
+                         f"{total:.3f} s")
     notes.append(f"- optimiser failures (graph left unchanged): {', '.join(failures) or 'none'}")
     now, cmd = utc_stamp(), script_command(ROOT)
     section = "\n".join([

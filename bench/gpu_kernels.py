@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     for r in rows[1:]:
         a, i = r.get("agnostic_GBps"), r.get("inductor_GBps")
         print(f"| {r['case']} | {a or 0:.0f} | {100 * r.get('agnostic_of_copy', 0):.0f}% | {i or 0:.0f} | "
-              f"{100 * r.get('inductor_of_copy', 0):.0f}% | {r.get('agnostic_maxrel_err', float('nan')):.1e} |"
+              f"{100 * r.get('inductor_of_copy', 0):.0f}% | "
+              f"{r.get('agnostic_maxrel_err', float('nan')):.1e} |"
               + (f" agnostic error: {r['agnostic_error']}" if "agnostic_error" in r else ""))
     if args.json:
         with open(args.json, "w") as f:

@@ -29,10 +29,12 @@ def main(argv=None) -> int:
             torch._dynamo.reset()
             t0 = time.perf_counter()
             try:
-                check = check_model(ZOO[name], training=training, device=args.device, options=json.loads(args.options))
+                check = check_model(ZOO[name], training=training, device=args.device,
+                                    options=json.loads(args.options))
                 worst_name, worst = check.worst()
                 row = {"model": name, "mode": check.mode, "passed": check.passed, "worst": worst_name,
-                       "compiled_err": worst.compiled_error, "eager_err": worst.eager_error, "bound": worst.bound}
+                       "compiled_err": worst.compiled_error, "eager_err": worst.eager_error,
+                       "bound": worst.bound}
             except Exception as exc:
                 row = {"model": name, "mode": "training" if training else "inference", "passed": False,
                        "error": f"{type(exc).__name__}: {exc}"[:300]}

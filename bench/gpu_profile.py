@@ -53,7 +53,8 @@ def _is_top_aten(evt) -> bool:
 def summarise(events, steps: int, on_cuda: bool) -> dict:
     """Per-step figures from a profiler's ``events()`` over ``steps`` steps."""
     # Annotations mirrored onto the GPU timeline (record_function, Dynamo's regions) are not kernels.
-    device = [e for e in events if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
+    device = [e for e in events
+              if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
     # Host events that start inside a step (any thread: CUDA backward runs on autograd's device thread);
     # the sync after each step is outside, so waiting is not counted as host work.
     spans = [(e.time_range.start, e.time_range.end) for e in events
@@ -102,7 +103,8 @@ def profile_row(case: _Case, backend: str, mode: str, steps: int, prof_steps: in
     row = {"steady_ms": statistics.median(steady), "host_ms": statistics.median(host),
            **summarise(prof.events(), prof_steps, on_cuda)}
     busy = row["device_busy_ms"]
-    row["verdict"] = "n/a (cpu)" if busy is None else "host-bound" if row["host_ms"] >= busy else "device-bound"
+    row["verdict"] = ("n/a (cpu)" if busy is None
+                      else "host-bound" if row["host_ms"] >= busy else "device-bound")
     return row
 
 
@@ -111,7 +113,8 @@ def _f(v, fmt: str = "{:.3g}") -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | mode | backend | steady ms | host ms | device busy ms | launches | aten ops | verdict |",
+    lines = ["| model | mode | backend | steady ms | host ms | device busy ms | launches | aten ops | "
+             "verdict |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         head = f"| {r['model']} | {r['mode']} | {r['backend']} |"

@@ -16,8 +16,8 @@ outputs, or return their ``out=``). After warm-up, cProfile records ``--steps`` 
   programs and the library stubs use;
 - ``reinterpret``: ``_reinterpret_tensor`` calls (views without a check, donors reused);
 - agnostic only: ``checks``, the step's ``stride()``, ``data_ptr()`` and ``storage_offset()`` calls
-  (the layout tests of its program, and any made outside it), ``conformed`` (library outputs checked once) and ``view_of`` (views
-  made through ``ViewOf``);
+  (the layout tests of its program, and any made outside it), ``conformed`` (library outputs checked
+  once) and ``view_of`` (views made through ``ViewOf``);
 - Inductor only: ``asserts``, its ``assert_size_stride`` calls.
 
 cProfile sees a C function only when Python calls it directly: one called through a
@@ -58,7 +58,8 @@ def _per_step(profile: cProfile.Profile, steps: int) -> dict[str, float]:
         "reinterpret": calls("_reinterpret_tensor"),
         "checks": calls("'stride'", "'data_ptr'", "'storage_offset'"),
         "conformed": sum(v[1] for k, v in stats.items() if k[2] == "conformed") / steps,
-        "view_of": sum(v[1] for k, v in stats.items() if k[2] == "__call__" and k[0].endswith("view_fold.py")) / steps,
+        "view_of": sum(v[1] for k, v in stats.items()
+                       if k[2] == "__call__" and k[0].endswith("view_fold.py")) / steps,
         "asserts": calls("assert_size_stride"),
     }
 
@@ -95,8 +96,9 @@ def measure(model: str, mode: str, steps: int, library: str = "stub") -> dict:
     return row
 
 
-HEAD = ("| model | mode | agnostic calls | Inductor calls | agnostic allocs | Inductor allocs | agnostic reinterpret "
-        "| Inductor reinterpret | agnostic checks | conformed | view_of | Inductor asserts |")
+HEAD = ("| model | mode | agnostic calls | Inductor calls | agnostic allocs | Inductor allocs "
+        "| agnostic reinterpret | Inductor reinterpret | agnostic checks | conformed | view_of "
+        "| Inductor asserts |")
 
 
 def table(rows: list[dict]) -> str:
@@ -122,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     rows = [measure(m, mode, args.steps, args.library) for m in args.models for mode in args.modes]
-    machine = (f"{platform.machine()}; torch {torch.__version__}; Python {platform.python_version()}; exact counts "
-               f"per step (cProfile over {args.steps} steps after {WARMUP} warm-up), library {args.library}")
+    machine = (f"{platform.machine()}; torch {torch.__version__}; Python {platform.python_version()}; "
+               f"exact counts per step (cProfile over {args.steps} steps after {WARMUP} warm-up), "
+               f"library {args.library}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine, "argv": argv or sys.argv[1:], "rows": rows}, indent=1))
+        report = {"machine": machine, "argv": argv or sys.argv[1:], "rows": rows}
+        args.json.write_text(json.dumps(report, indent=1))
     print(f"Machine: {machine}.\n")
     print(table(rows))
     return 0

@@ -25,12 +25,12 @@ step over ``--steps`` interleaved rounds (after 5 warm-up steps) of: eager (the 
 inductor (stubbed, below). The baselines compute the whole model on the CPU (tens of ms a step on
 gpt2), which evicts the caches before each host-only step; a GPU's host never computes the model, so
 ``--no-baselines`` leaves them out and the rounds hold only agnostic, inductor, the instrumented
-compile and the loss: the warm-cache comparison (BENCHMARKS.md has both). A second agnostic compile of the same model, whose
-launchers, ``ViewOf`` calls and ATen calls are wrapped in ``perf_counter`` accumulators (not
-cProfile, which inflates small calls), gives the breakdown per step: time and calls inside
-``KernelLauncher.__call__`` (launches/step counts these calls; a zero-element group returns before
-launching, as it does on a GPU; of which ``stage_call``: fitting inputs, allocating or reusing outputs,
-0 where the launcher's steady state does not go through it),
+compile and the loss: the warm-cache comparison (BENCHMARKS.md has both). A second agnostic compile
+of the same model, whose launchers, ``ViewOf`` calls and ATen calls are wrapped in ``perf_counter``
+accumulators (not cProfile, which inflates small calls), gives the breakdown per step: time and calls
+inside ``KernelLauncher.__call__`` (launches/step counts these calls; a zero-element group returns
+before launching, as it does on a GPU; of which ``stage_call``: fitting inputs, allocating or reusing
+outputs, 0 where the launcher's steady state does not go through it),
 inside ``ViewOf.__call__`` and inside the program's ATen OpOverload calls; ``rest`` = the
 uninstrumented agnostic step minus those three (Dynamo's guards, aot's runtime wrappers, autograd,
 the program's own glue, the eager loss). ``outside`` splits off the part spent outside the programs
@@ -380,7 +380,8 @@ def rewritten_programs(meter: bool, stub_library: bool) -> Iterator[None]:
         # direct calls of _reinterpret_tensor timed as views.
         final_calls(program)
         for node in program.graph.nodes:
-            if node.op == "call_function" and is_folded_view(node.target) and not isinstance(node.target, ViewOf):
+            if (node.op == "call_function" and is_folded_view(node.target)
+                    and not isinstance(node.target, ViewOf)):
                 node.target = _timed(node.target, "view")
         program.recompile()
         forward, clock, t, n = program.forward, time.perf_counter, METER.t, METER.n
@@ -667,8 +668,8 @@ class LossStep:
 
 
 INDUCTOR_FIELDS = ("inductor_ms", "inductor_launches", "inductor_code_launches", "inductor_graphs",
-                   "inductor_kernels", "inductor_cached_launchers", "inductor_library", "inductor_library_stubbed",
-                   "inductor_library_computed")
+                   "inductor_kernels", "inductor_cached_launchers", "inductor_library",
+                   "inductor_library_stubbed", "inductor_library_computed")
 
 
 def inductor_step(case: _Case, mode: str, stub_library: bool) -> dict:
@@ -686,7 +687,8 @@ def inductor_step(case: _Case, mode: str, stub_library: bool) -> dict:
     graphs, made = found["graphs"], found["autotuners"]
     if not made:
         return {**out, "inductor_error": "Inductor made no Triton kernel; the stubbing reached nothing"}
-    out.update(step=step, inductor_graphs=len(graphs), inductor_code_launches=sum(g["launches"] for g in graphs),
+    out.update(step=step, inductor_graphs=len(graphs),
+               inductor_code_launches=sum(g["launches"] for g in graphs),
                inductor_library=sum(g["library"] for g in graphs), inductor_kernels=len(made),
                inductor_cached_launchers=sum(a._cached_launcher is not None for a in made))
     return out
@@ -748,7 +750,8 @@ def measure(model: str, mode: str, steps: int, batch: int, threads: int = 1, lib
             METER.reset()
             metered()
     if METER.n["program"] == 0:
-        raise RuntimeError(f"{model}: the instrumented compile's programs never ran (a cached compile reused?)")
+        raise RuntimeError(f"{model}: the instrumented compile's programs never ran "
+                           "(a cached compile reused?)")
     inductor = inductor_step(case, mode, stub)
     if "step" in inductor:
         fns["inductor"] = inductor.pop("step")
@@ -774,7 +777,8 @@ def measure(model: str, mode: str, steps: int, batch: int, threads: int = 1, lib
         launched, stubbed, computed = (now - then for now, then in zip(
             (_InductorCounts.launches, _InductorCounts.library, _InductorCounts.library_run), ind0))
         inductor.update({"inductor_ms": statistics.median(times["inductor"]) * 1e3,
-                         "inductor_launches": launched / steps, "inductor_library_stubbed": stubbed / steps,
+                         "inductor_launches": launched / steps,
+                         "inductor_library_stubbed": stubbed / steps,
                          "inductor_library_computed": computed / steps})
 
     def med(key: str) -> float:
@@ -783,12 +787,14 @@ def measure(model: str, mode: str, steps: int, batch: int, threads: int = 1, lib
     ms = {b: statistics.median(times[b]) * 1e3 for b in names}
     launch_ms, view_ms, aten_ms = med("launch_s") * 1e3, med("view_s") * 1e3, med("aten_s") * 1e3
     launches = med("launch_n")
-    aten_ops = sorted(((op, t * 1e3 / steps, n / steps) for op, (t, n) in METER.ops.items()), key=lambda x: -x[1])
+    aten_ops = sorted(((op, t * 1e3 / steps, n / steps) for op, (t, n) in METER.ops.items()),
+                      key=lambda x: -x[1])
     row = {
         "model": model, "mode": mode, "batch": batch, "steps": steps, "threads": threads, "library": library,
         "eager_ms": ms.get("eager"), "dynamo_ms": ms.get("dynamo"), "aot_eager_ms": ms.get("aot_eager"),
         "agnostic_ms": ms["agnostic"], "metered_ms": ms["metered"],
-        "launch_ms": launch_ms, "launches": launches, "us_per_launch": launch_ms * 1e3 / launches if launches else None,
+        "launch_ms": launch_ms, "launches": launches,
+        "us_per_launch": launch_ms * 1e3 / launches if launches else None,
         "stage_us_per_launch": med("stage_s") * 1e6 / launches if launches else None,
         "view_ms": view_ms, "views": med("view_n"), "aten_ms": aten_ms, "aten_calls": med("aten_n"),
         "program_ms": med("program_s") * 1e3, "program_calls": med("program_n"),
@@ -813,21 +819,24 @@ def _f(v, fmt: str = "{:.3g}") -> str:
     return "—" if v is None else fmt.format(v)
 
 
-HEAD = ("| model | mode | eager ms | dynamo ms | aot_eager ms | agnostic ms | inductor ms | launcher µs/launch | "
-        "of which stage µs | launches/step | Inductor launches/step | launcher ms | view calls/step | view ms | ATen calls/step | ATen ms | rest ms | of "
-        "which outside program ms | of which loss ms |")
+HEAD = ("| model | mode | eager ms | dynamo ms | aot_eager ms | agnostic ms | inductor ms "
+        "| launcher µs/launch | of which stage µs | launches/step | Inductor launches/step | launcher ms "
+        "| view calls/step | view ms | ATen calls/step | ATen ms | rest ms "
+        "| of which outside program ms | of which loss ms |")
 
 
 def table(rows: list[dict]) -> str:
     lines = [HEAD, "|" + "---|" * HEAD.count(" |")]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['mode']} | error: {r['error'][:150]} |" + " |" * (HEAD.count("|") - 4))
+            lines.append(f"| {r['model']} | {r['mode']} | error: {r['error'][:150]} |"
+                         + " |" * (HEAD.count("|") - 4))
             continue
         lines.append(
-            f"| {r['model']} | {r['mode']} | {_f(r['eager_ms'])} | {_f(r['dynamo_ms'])} | {_f(r['aot_eager_ms'])} | "
-            f"{_f(r['agnostic_ms'])} | {_f(r.get('inductor_ms'))} | {_f(r['us_per_launch'], '{:.1f}')} | "
-            f"{_f(r['stage_us_per_launch'], '{:.1f}')} | {r['launches']:g} | {_f(r.get('inductor_launches'), '{:g}')} | "
+            f"| {r['model']} | {r['mode']} | {_f(r['eager_ms'])} | {_f(r['dynamo_ms'])} | "
+            f"{_f(r['aot_eager_ms'])} | {_f(r['agnostic_ms'])} | {_f(r.get('inductor_ms'))} | "
+            f"{_f(r['us_per_launch'], '{:.1f}')} | {_f(r['stage_us_per_launch'], '{:.1f}')} | "
+            f"{r['launches']:g} | {_f(r.get('inductor_launches'), '{:g}')} | "
             f"{_f(r['launch_ms'])} | {r['views']:g} | {_f(r['view_ms'])} | {r['aten_calls']:g} | "
             f"{_f(r['aten_ms'])} | {_f(r['rest_ms'])} | {_f(r['outside_ms'])} | {_f(r['loss_ms'])} |")
     return "\n".join(lines)
@@ -843,11 +852,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=2, help="small, so the CPU compute of ATen calls stays small")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for the ATen calls")
     p.add_argument("--library", choices=("run", "stub"), default="run",
-                   help="run: the programs' library calls (mm, SDPA, ...) compute on the CPU; stub: they only "
-                        "allocate their outputs (agnostic's and Inductor's; the baselines compute everything)")
+                   help="run: the programs' library calls (mm, SDPA, ...) compute on the CPU; stub: they "
+                        "only allocate their outputs (agnostic's and Inductor's; the baselines compute "
+                        "everything)")
     p.add_argument("--no-baselines", action="store_true",
-                   help="leave eager, dynamo and aot_eager out of the rounds: their CPU compute (tens of ms a "
-                        "step) evicts the caches between the host-only steps, which a GPU's host does not see")
+                   help="leave eager, dynamo and aot_eager out of the rounds: their CPU compute (tens of "
+                        "ms a step) evicts the caches between the host-only steps, which a GPU's host does "
+                        "not see")
     p.add_argument("--json", default=None, help="write the rows (and the machine note) here")
     args = p.parse_args(argv)
 
@@ -871,11 +882,11 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{machine_description('cpu')}; {NOTE}; {LIBRARY_NOTE[args.library]}"
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"machine": machine, "options": OPTIONS, "argv": argv or sys.argv[1:],
-                                               "rows": rows}, indent=1))
-    print(f"Machine: {machine}. Median ms per step over {args.steps} interleaved rounds after {WARMUP} warm-up "
-          f"steps, batch {args.batch}, {args.threads} CPU thread(s); breakdown from a second, instrumented "
-          f"agnostic compile (rest = agnostic ms - launcher - view - ATen).\n")
+        report = {"machine": machine, "options": OPTIONS, "argv": argv or sys.argv[1:], "rows": rows}
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    print(f"Machine: {machine}. Median ms per step over {args.steps} interleaved rounds after {WARMUP} "
+          f"warm-up steps, batch {args.batch}, {args.threads} CPU thread(s); breakdown from a second, "
+          f"instrumented agnostic compile (rest = agnostic ms - launcher - view - ATen).\n")
     for r in rows:
         if r.get("inductor_error"):
             print(f"Inductor failed, {r['model']} {r['mode']}: {r['inductor_error']}")

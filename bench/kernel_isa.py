@@ -236,8 +236,9 @@ def measure_c(kernels: list[GeneratedKernel], amd: bool) -> Measured:
 
 
 def header(sass: str, amdgcn: str) -> str:
-    return (f"| model | kernels | 64-bit div/rem in PTX: forced 64 → chosen | {sass} instructions: forced 64 → "
-            f"chosen | {amdgcn} instructions: forced 64 → chosen | 32-bit kernels |\n|---|---|---|---|---|---|")
+    return (f"| model | kernels | 64-bit div/rem in PTX: forced 64 → chosen "
+            f"| {sass} instructions: forced 64 → chosen | {amdgcn} instructions: forced 64 → chosen "
+            f"| 32-bit kernels |\n|---|---|---|---|---|---|")
 
 
 def change(wide: int | None, chosen: int | None) -> str:
@@ -261,7 +262,8 @@ def print_table(title: str, head: str, models: list[str], measure: Callable[[str
         print(table_row(model, m), flush=True)
         if m.skipped:
             total = m.chosen.kernels + len(m.skipped)
-            skipped.append(f"- {model}: {len(m.skipped)} of {total} kernels not measured (not rendered or built):")
+            skipped.append(f"- {model}: {len(m.skipped)} of {total} kernels not measured "
+                           "(not rendered or built):")
             skipped += [f"  - {s}" for s in m.skipped]
     for line in notes + skipped:
         print(line)
@@ -282,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.emitter in ("c", "both"):
         why = amdgcn_unavailable()
         notes = [f"- {C_AMD_ARCH} AMDGCN not measured: {why}"] if why else []
-        print_table(f"C (NVRTC {cuda_c.nvrtc_version()}: sm_90 PTX, SASS via PTX relabelled for Triton's ptxas; "
-                    f"hiprtc: {C_AMD_ARCH} AMDGCN)", header("SASS", f"{C_AMD_ARCH} AMDGCN"), args.models,
+        print_table(f"C (NVRTC {cuda_c.nvrtc_version()}: sm_90 PTX, SASS via PTX relabelled for Triton's "
+                    f"ptxas; hiprtc: {C_AMD_ARCH} AMDGCN)",
+                    header("SASS", f"{C_AMD_ARCH} AMDGCN"), args.models,
                     lambda model: measure_c(chosen(model), amd=why is None), notes)
     return 0
 

@@ -180,7 +180,8 @@ def _call_bodies(code: str) -> list[str]:
         if not line.lstrip().startswith("#"):
             body.append(line)
     if not body:
-        raise ValueError("no `def call(` body found in Inductor's output code (has its wrapper format changed?)")
+        raise ValueError("no `def call(` body found in Inductor's output code "
+                         "(has its wrapper format changed?)")
     return body
 
 
@@ -219,8 +220,8 @@ def inductor_codes() -> Iterator[list[str]]:
     for owner, name in ((ut, "triton_hash_with_backend"), (GraphLowering, "save_output_code"),
                         (ic, "cpu_backend"), (fc, "force_non_lazy_backward_lowering")):
         if not hasattr(owner, name):
-            raise RuntimeError(f"torch {torch.__version__}: {getattr(owner, '__name__', owner)} has no {name}; "
-                               "this recipe for Inductor's code without a GPU does not apply")
+            raise RuntimeError(f"torch {torch.__version__}: {getattr(owner, '__name__', owner)} has no "
+                               f"{name}; this recipe for Inductor's code without a GPU does not apply")
     # No cache (where the keys exist): a cache hit writes no code, and "no-gpu" entries should not stay.
     ic_cache = {k: False for k in ("fx_graph_cache", "fx_graph_remote_cache") if hasattr(ic, k)}
     fc_cache = {k: False for k in ("enable_autograd_cache", "enable_remote_autograd_cache") if hasattr(fc, k)}
@@ -315,7 +316,8 @@ def table(rows: list[dict]) -> str:
     # Totals over the rows where both sides counted, so the two launch sums compare.
     both = [r for r in rows if "agnostic_launches" in r and "inductor_launches" in r]
     lines.append(f"| total | {len(both)} rows | {sum(r['graphs'] for r in both)} | "
-                 f"{sum(r['agnostic_launches'] for r in both)} | {sum(r['agnostic_empty'] for r in both)} | | | | "
+                 f"{sum(r['agnostic_launches'] for r in both)} | "
+                 f"{sum(r['agnostic_empty'] for r in both)} | | | | "
                  f"{sum(r['inductor_launches'] for r in both)} | | | |")
     return "\n".join(lines)
 

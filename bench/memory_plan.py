@@ -60,13 +60,16 @@ def main(argv=None) -> int:
     for model in args.models:
         for training in (False, True):
             for kind, plan in plans(model, training, args.target, args.batch):
-                rows.append({"model": model, "graph": kind, **{k: v for k, v in plan.items() if k != "donors"}})
-    lines = ["| model | graph | kernel outputs | reused | allocated KiB/call before → after | planned peak KiB "
-             "before → after |", "|---|---|---|---|---|---|"]
+                rows.append({"model": model, "graph": kind,
+                             **{k: v for k, v in plan.items() if k != "donors"}})
+    lines = ["| model | graph | kernel outputs | reused | allocated KiB/call before → after "
+             "| planned peak KiB before → after |", "|---|---|---|---|---|---|"]
     for r in rows:
-        cut = 1 - r["allocated_bytes_after"] / r["allocated_bytes_before"] if r["allocated_bytes_before"] else 0.0
+        cut = (1 - r["allocated_bytes_after"] / r["allocated_bytes_before"]
+               if r["allocated_bytes_before"] else 0.0)
         lines.append(f"| {r['model']} | {r['graph']} | {r['kernel_outputs']} | {r['reused']} | "
-                     f"{_kib(r['allocated_bytes_before'])} → {_kib(r['allocated_bytes_after'])} (−{cut:.0%}) | "
+                     f"{_kib(r['allocated_bytes_before'])} → {_kib(r['allocated_bytes_after'])} "
+                     f"(−{cut:.0%}) | "
                      f"{_kib(r['peak_bytes_before'])} → {_kib(r['peak_bytes_after'])} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

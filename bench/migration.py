@@ -80,7 +80,8 @@ def bench_migrate(state) -> list[str]:
     to_cpu = timed(lambda: agnostic_rt.migrate(state, to="cpu"))
     gb = state_bytes(state) / 1e9
     return [
-        f"| raw copy of the state's tensors to {gpu.name} (pageable) | {raw_to:.3f} s | {gb / raw_to:.1f} GB/s |",
+        f"| raw copy of the state's tensors to {gpu.name} (pageable) | {raw_to:.3f} s | "
+        f"{gb / raw_to:.1f} GB/s |",
         f"| migrate(state, to={gpu.vendor}:{gpu.index}) | {to_gpu:.3f} s | {gb / to_gpu:.1f} GB/s |",
         f"| migrate(state, to='cpu') | {to_cpu:.3f} s | {gb / to_cpu:.1f} GB/s |",
     ]
@@ -103,7 +104,8 @@ def bench_save(state, workdir: Path) -> list[str]:
     load = timed(lambda: agnostic_rt.load(state, uri))
     return [
         f"| torch.save + fsync (baseline, no checksums) | {raw:.2f} s | {gb / raw:.2f} GB/s |",
-        f"| agnostic_rt.save: DCP + fsync + sha256 manifest + rename | {durable:.2f} s | {gb / durable:.2f} GB/s |",
+        f"| agnostic_rt.save: DCP + fsync + sha256 manifest + rename | {durable:.2f} s | "
+        f"{gb / durable:.2f} GB/s |",
         f"| agnostic_rt.load with checksum verification | {load:.2f} s | {gb / load:.2f} GB/s |",
     ]
 
@@ -146,7 +148,8 @@ def bench_stall(state, workdir: Path, steps: int, every: int) -> list[str]:
     return [
         f"| step time, no checkpoints | {step_none * 1e3:.0f} ms | median of {n} rounds of {every} steps |",
         f"| async checkpoint: save() blocks the loop | {med(blocked['async']) * 1e3:.0f} ms | host snapshot; "
-        f"the {2 * every} steps after it (write in the background, then waited for): {step_async * 1e3:.0f} ms each "
+        f"the {2 * every} steps after it (write in the background, then waited for): "
+        f"{step_async * 1e3:.0f} ms each "
         f"({(step_async / step_none - 1) * 100:+.0f}%{note}) |",
         f"| blocking checkpoint: save() blocks the loop | {med(blocked['blocking']):.2f} s | "
         f"= {med(blocked['blocking']) / step_none:.1f} steps lost per checkpoint |",

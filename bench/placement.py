@@ -34,6 +34,8 @@ def section(job: SimJob) -> str:
     markets = "\n".join(f"  - {m}" for m in p.describe()["markets"])
     ours, spot, od = results["agnostic"], results["spot-restart"], results["on-demand"]
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    summaries = {k: {kk: round(vv, 2) if isinstance(vv, float) else vv for kk, vv in v.summary().items()}
+                 for k, v in results.items()}
     return f"""
 ## Placement simulation
 
@@ -44,21 +46,29 @@ def section(job: SimJob) -> str:
 Trace: the shipped `agnostic_rt/placement/data/spot_trace.csv`, synthetic, from
 `generate_trace(TraceParams(hours={p.hours:g}, step_h={p.step_h:g}, volatility={p.volatility:g}, \
 reversion_per_h={p.reversion_per_h:g}, seed={p.seed}))`: log spot prices mean-revert (Ornstein-Uhlenbeck)
-around a fraction of on-demand; capacity is a two-state Markov chain (reclaims per hour, mean outage). Markets:
+around a fraction of on-demand; capacity is a two-state Markov chain (reclaims per hour, mean outage). \
+Markets:
 {markets}
 
-Job: {job.gpu_hours:g} {job.reference.upper()}-hours of work on {job.gpus} GPUs per machine, {job.checkpoint_gb:g} GB
-checkpoints every {job.checkpoint_interval_h:g} h; a move or relaunch costs {job.move.provision_s:g} s provisioning
-+ {job.move.recompile_s:g} s recompile + checkpoint write+read at {job.move.bandwidth / 1e9:g} GB/s. Speeds are the
-Targets' bf16 rooflines at an assumed MFU (NVIDIA 0.40, AMD 0.30), not measurements. Baselines use NVIDIA only.
+Job: {job.gpu_hours:g} {job.reference.upper()}-hours of work on {job.gpus} GPUs per machine, \
+{job.checkpoint_gb:g} GB
+checkpoints every {job.checkpoint_interval_h:g} h; a move or relaunch costs {job.move.provision_s:g} s \
+provisioning
++ {job.move.recompile_s:g} s recompile + checkpoint write+read at {job.move.bandwidth / 1e9:g} GB/s. Speeds \
+are the
+Targets' bf16 rooflines at an assumed MFU (NVIDIA 0.40, AMD 0.30), not measurements. Baselines use NVIDIA \
+only.
 
 {format_table({**results, ablation.policy: ablation})}
 
-Ours costs {ours.cost_usd / od.cost_usd:.0%} of on-demand and {ours.cost_usd / spot.cost_usd:.0%} of single-vendor
-spot with restart, finishing in {ours.hours:.1f} h (on-demand {od.hours:.1f} h, spot-restart {spot.hours:.1f} h).
+Ours costs {ours.cost_usd / od.cost_usd:.0%} of on-demand and {ours.cost_usd / spot.cost_usd:.0%} of \
+single-vendor
+spot with restart, finishing in {ours.hours:.1f} h (on-demand {od.hours:.1f} h, spot-restart \
+{spot.hours:.1f} h).
 Held to NVIDIA our policy costs {ablation.cost_usd / od.cost_usd:.0%} of on-demand: the rest of the gain over
-spot-restart is moving on price and checkpointing on the notice (no lost work); the AMD markets add the difference. Plot: `bench/placement.png` ({plot.name}).
-Raw: `{json.dumps({k: {kk: round(vv, 2) if isinstance(vv, float) else vv for kk, vv in v.summary().items()} for k, v in results.items()})}`
+spot-restart is moving on price and checkpointing on the notice (no lost work); the AMD markets add the \
+difference. Plot: `bench/placement.png` ({plot.name}).
+Raw: `{json.dumps(summaries)}`
 """
 
 
