@@ -96,7 +96,8 @@ class MetadataServer:
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="agnostic_rt-imds", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="agnostic_rt-imds",
+                                        daemon=True)
         self._thread.start()
 
     def arm(self) -> None:
@@ -132,7 +133,8 @@ def _worker(args: argparse.Namespace) -> int:
     import agnostic_rt
     from agnostic_rt.conformance.zoo import ZOO
 
-    torch.set_num_threads(1)  # the reference and the run share the machine; one thread each is also deterministic
+    # The reference and the run share the machine; one thread each is also deterministic.
+    torch.set_num_threads(1)
     entry = ZOO["gpt2"]
     device = agnostic_rt.select_device(args.device)
     model = entry.build(seed=0).to(device.torch_device)
@@ -159,7 +161,8 @@ def _worker(args: argparse.Namespace) -> int:
                 if compiled is model:
                     raise
                 reason = str(exc).strip().splitlines()[-1][:160]
-                print(f"BACKEND eager (backend {backend!r} failed: {type(exc).__name__}: {reason})", flush=True)
+                print(f"BACKEND eager (backend {backend!r} failed: {type(exc).__name__}: {reason})",
+                      flush=True)
                 opt.zero_grad(set_to_none=True)
                 compiled, backend = model, "eager"
                 loss = entry.loss(compiled(x), y)
@@ -212,10 +215,11 @@ class DemoResult:
     png: str
 
 
-def _spawn(args: argparse.Namespace, role: str, device: str, out: Path, extra: Sequence[str] = ()) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "agnostic_rt.apps.demo", "--worker", role, "--device", device, "--steps", str(args.steps),
-           "--batch", str(args.batch), "--lr", str(args.lr), "--backend", args.backend,
-           "--ckpt", str(out / "checkpoints"), *extra]
+def _spawn(args: argparse.Namespace, role: str, device: str, out: Path,
+           extra: Sequence[str] = ()) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "agnostic_rt.apps.demo", "--worker", role, "--device", device,
+           "--steps", str(args.steps), "--batch", str(args.batch), "--lr", str(args.lr),
+           "--backend", args.backend, "--ckpt", str(out / "checkpoints"), *extra]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     logf = open(out / f"worker-{role}.log", "w")  # noqa: SIM115 (closed when the process is reaped)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, text=True, env=env)
@@ -248,8 +252,8 @@ def _parse(phase: Phase, line: str) -> int | None:
     return None
 
 
-def _run_phases(args: argparse.Namespace, out: Path, procs: dict[str, subprocess.Popen], phases: dict[str, Phase],
-                progress: Any, bars: dict[str, Any], on_step: Any = None) -> None:
+def _run_phases(args: argparse.Namespace, out: Path, procs: dict[str, subprocess.Popen],
+                phases: dict[str, Phase], progress: Any, bars: dict[str, Any], on_step: Any = None) -> None:
     q: queue.Queue = queue.Queue()
     for role, proc in procs.items():
         threading.Thread(target=_pump, args=(proc, role, q), daemon=True).start()
@@ -329,13 +333,15 @@ def _plot(result: DemoResult, path: Path) -> Path:
     xs = sorted(ref.losses)
     ax.plot(xs, [ref.losses[s] for s in xs], color="0.6", lw=6, alpha=0.6, label="uninterrupted")
     xs = sorted(run.losses)
-    ax.plot(xs, [run.losses[s] for s in xs], "o-", ms=3, color="tab:blue", label=f"run on {result.first_device}")
+    ax.plot(xs, [run.losses[s] for s in xs], "o-", ms=3, color="tab:blue",
+            label=f"run on {result.first_device}")
     xs = sorted(res.losses)
     ax.plot(xs, [res.losses[s] for s in xs], "s-", ms=3, color="tab:orange",
             label=f"resumed in a new process on {result.next_device}")
     if result.checkpoint_step is not None:
         ax.axvline(result.checkpoint_step + 0.5, color="tab:red", ls="--", lw=1)
-        ax.annotate("spot notice -> checkpoint\n-> hand-off", (result.checkpoint_step + 0.5, ax.get_ylim()[1]),
+        ax.annotate("spot notice -> checkpoint\n-> hand-off",
+                    (result.checkpoint_step + 0.5, ax.get_ylim()[1]),
                     xytext=(6, -30), textcoords="offset points", color="tab:red", fontsize=8)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("step")
@@ -344,7 +350,8 @@ def _plot(result: DemoResult, path: Path) -> Path:
                  f"{result.max_abs_diff:.2e}", fontsize=9)
     ax.legend(fontsize=8)
     names = list(result.costs)
-    bars = ax_cost.bar(names, [result.costs[n] for n in names], color=["tab:gray", "tab:blue", "tab:green"][: len(names)])
+    bars = ax_cost.bar(names, [result.costs[n] for n in names],
+                       color=["tab:gray", "tab:blue", "tab:green"][: len(names)])
     for b, n in zip(bars, names):
         ax_cost.annotate(f"${result.costs[n]:,.0f}", (b.get_x() + b.get_width() / 2, b.get_height()),
                          ha="center", va="bottom", fontsize=8)
@@ -375,8 +382,8 @@ def run_demo(args: argparse.Namespace) -> DemoResult:
     first_spec = "cpu" if first.vendor == "cpu" else str(first.torch_device)
     phases = {r: Phase(r) for r in ("reference", "run", "resume")}
     armed_at: list[int] = []
-    columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-               TimeElapsedColumn())
+    columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[note]}"), TimeElapsedColumn())
     with MetadataServer() as imds, Progress(*columns, transient=False) as progress:
         bars = {
             "reference": progress.add_task(f"uninterrupted ({first_spec})", total=args.steps, note=""),
@@ -391,7 +398,8 @@ def run_demo(args: argparse.Namespace) -> DemoResult:
 
         procs = {
             "reference": _spawn(args, "reference", first_spec, out),
-            "run": _spawn(args, "run", first_spec, out, ["--metadata-url", imds.url, "--every", str(args.every)]),
+            "run": _spawn(args, "run", first_spec, out,
+                          ["--metadata-url", imds.url, "--every", str(args.every)]),
         }
         _run_phases(args, out, procs, phases, progress, bars, on_step)
         for role in ("reference", "run"):
@@ -434,17 +442,20 @@ def _print_summary(r: DemoResult) -> None:
     t = Table(title="agnostic-rt demo", show_header=False)
     run, res = r.phases["run"], r.phases["resume"]
     t.add_row("model", "zoo GPT-2 (4 layers, 256 wide, 3.7M parameters)")
-    t.add_row("backend", f"{res.backend or run.backend}" + (f"  [yellow]{'; '.join(run.notes)}" if run.notes else ""))
+    t.add_row("backend", f"{res.backend or run.backend}"
+              + (f"  [yellow]{'; '.join(run.notes)}" if run.notes else ""))
     t.add_row("trained on", r.first_device)
     if r.exit_code == 75:
-        t.add_row("spot notice", f"armed at step {r.notice_armed_at}; checkpoint committed at step {r.checkpoint_step}; "
+        t.add_row("spot notice", f"armed at step {r.notice_armed_at}; "
+                                 f"checkpoint committed at step {r.checkpoint_step}; "
                                  f"worker exited {r.exit_code} (EXIT_PREEMPTED)")
     else:
         t.add_row("spot notice", f"[yellow]the run finished (exit {r.exit_code}) before the notice was seen")
     t.add_row("resumed on", f"{r.next_device}, fresh process, from step {res.resumed_from}")
     t.add_row("loss", f"{r.phases['reference'].losses.get(1, float('nan')):.3f} -> "
                       f"{res.losses.get(r.steps, float('nan')):.3f} after {r.steps} steps")
-    t.add_row("resumed vs uninterrupted", f"max |loss difference| = {r.max_abs_diff:.2e} over the resumed steps")
+    t.add_row("resumed vs uninterrupted",
+              f"max |loss difference| = {r.max_abs_diff:.2e} over the resumed steps")
     t.add_row("cloud hand-off", f"{r.sky_yaml}  (launch: {r.sky_command})")
     base = r.costs.get("on-demand")
     t.add_row("simulated cost", ", ".join(f"{k} ${v:,.0f}" + (f" ({v / base:.0%})" if base else "")
@@ -458,10 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     """``agnostic-rt demo`` (and, with ``--worker``, one of its training processes)."""
     ap = argparse.ArgumentParser(prog="agnostic-rt demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=20, help="training steps in all (default 20)")
-    ap.add_argument("--notice-at", type=int, default=None, help="step at which the spot notice is played (default: half)")
+    ap.add_argument("--notice-at", type=int, default=None,
+                    help="step at which the spot notice is played (default: half)")
     ap.add_argument("--batch", type=int, default=2, help="sequences per step (64 tokens each; default 2)")
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--every", type=int, default=10, help="periodic checkpoint interval in steps (default 10)")
+    ap.add_argument("--every", type=int, default=10,
+                    help="periodic checkpoint interval in steps (default 10)")
     ap.add_argument("--backend", default="agnostic", help="torch.compile backend (default agnostic)")
     ap.add_argument("--out", default="agnostic-rt-demo", help="output folder (default ./agnostic-rt-demo)")
     ap.add_argument("--worker", choices=("reference", "run", "resume"), help=argparse.SUPPRESS)
@@ -476,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.notice_at = args.notice_at or args.steps // 2
     if not 1 <= args.notice_at < args.steps:
-        print(f"agnostic-rt demo: --notice-at={args.notice_at} must be in [1, {args.steps - 1}]", file=sys.stderr)
+        print(f"agnostic-rt demo: --notice-at={args.notice_at} must be in [1, {args.steps - 1}]",
+              file=sys.stderr)
         return 2
     try:
         result = run_demo(args)

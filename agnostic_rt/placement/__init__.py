@@ -23,7 +23,8 @@ from .policy import Decision, Hysteresis, JobProfile, MoveCosts, PlacementPolicy
 from .skypilot import HandOff, build_task_config, launch, plan_next_machine, task_yaml, validate_task_config
 
 __all__ = [
-    "Offer", "Feed", "FeedWarning", "TableFeed", "AwsSpotFeed", "SkyPilotCatalogFeed", "CombinedFeed", "default_feed",
+    "Offer", "Feed", "FeedWarning", "TableFeed", "AwsSpotFeed", "SkyPilotCatalogFeed", "CombinedFeed",
+    "default_feed",
     "JobProfile", "MoveCosts", "Hysteresis", "Quote", "Decision", "PlacementPolicy",
     "HandOff", "build_task_config", "validate_task_config", "task_yaml", "launch", "plan_next_machine",
 ]

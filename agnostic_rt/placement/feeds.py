@@ -159,7 +159,8 @@ class TableFeed:
         reader = csv.DictReader(io.StringIO("\n".join(lines)))
         missing = [f for f in _TABLE_FIELDS if f not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{where}: offers table lacks columns {missing}; header must have {list(_TABLE_FIELDS)}")
+            raise ValueError(f"{where}: offers table lacks columns {missing}; "
+                             f"header must have {list(_TABLE_FIELDS)}")
         out = []
         for i, row in enumerate(reader, start=2):
             at = f"{where} row {i}"
@@ -310,7 +311,8 @@ class CombinedFeed:
                 live.extend(feed.offers())
             except Exception as exc:  # a feed is advice: any failure degrades, none crashes
                 self.failures[feed.name] = f"{type(exc).__name__}: {exc}"
-                msg = f"price feed {feed.name!r} failed ({type(exc).__name__}: {exc}); using the {self.fallback.name} instead"
+                msg = (f"price feed {feed.name!r} failed ({type(exc).__name__}: {exc}); "
+                       f"using the {self.fallback.name} instead")
                 log.warning(msg)
                 warnings.warn(msg, FeedWarning, stacklevel=2)
         if not self.failures and live:

@@ -76,8 +76,8 @@ class JobProfile:
         probe = cls(remaining_steps=1, flops_per_step=flops_per_step, **kw)
         steps = gpu_hours * 3600.0 / probe.step_time(KNOWN_TARGETS[reference])
         # Keep the exact figure: a whole number of steps would make "100 GPU-hours" 99.99.
-        return cls(remaining_steps=max(1, round(steps)), flops_per_step=flops_per_step * steps / max(1, round(steps)),
-                   **kw)
+        whole_steps = max(1, round(steps))
+        return cls(remaining_steps=whole_steps, flops_per_step=flops_per_step * steps / whole_steps, **kw)
 
     def step_time(self, target: Target) -> float:
         """Seconds per step on ``target``: measured if known, else the roofline."""
@@ -101,8 +101,8 @@ class JobProfile:
 class MoveCosts:
     """What a move from one machine to another costs, in time (the new machine bills meanwhile).
 
-    >>> MoveCosts(bandwidth=1e9, provision_s=0, recompile_s=60).move_hours(JobProfile(1, 1e12, checkpoint_bytes=9e9),
-    ...     KNOWN_TARGETS["h100"]) * 3600
+    >>> job = JobProfile(1, 1e12, checkpoint_bytes=9e9)
+    >>> MoveCosts(bandwidth=1e9, provision_s=0, recompile_s=60).move_hours(job, KNOWN_TARGETS["h100"]) * 3600
     78.0
     """
 
@@ -218,7 +218,8 @@ class PlacementPolicy:
         if current is None:
             return Decision("start", best, None, tuple(ranked), f"start on {best.offer}")
         if not current.available or not self.eligible(current):
-            return Decision("move", best, None, tuple(ranked), f"{current} is unavailable; move to {best.offer}")
+            return Decision("move", best, None, tuple(ranked),
+                            f"{current} is unavailable; move to {best.offer}")
         here = self.quote(current, job, current)
         if best.offer.key == current.key:
             return Decision("stay", here, here, tuple(ranked), f"{current} is the cheapest finish")
@@ -228,8 +229,8 @@ class PlacementPolicy:
                             f"{best.offer} saves {saving:.1%} < margin {self.hysteresis.margin:.0%}")
         if since_move_h < self.hysteresis.min_dwell_h:
             return Decision("stay", here, here, tuple(ranked),
-                            f"{best.offer} saves {saving:.1%} but only {since_move_h:.2f} h since the last move "
-                            f"(< {self.hysteresis.min_dwell_h} h)")
+                            f"{best.offer} saves {saving:.1%} but only {since_move_h:.2f} h since the "
+                            f"last move (< {self.hysteresis.min_dwell_h} h)")
         log.info("move %s -> %s saves %.1f%% ($%.2f -> $%.2f)", current, best.offer, 100 * saving,
                  here.cost_usd, best.cost_usd)
         return Decision("move", best, here, tuple(ranked), f"{best.offer} saves {saving:.1%}")
@@ -245,7 +246,8 @@ class PlacementPolicy:
             p = self.local_prices.get(d.target.name, self.local_prices.get(d.vendor))
             return None if p is None else float(p)
 
-        priced = [(price(d) * job.hours_to_finish(d.target), d.index, d) for d in candidates if price(d) is not None]
+        priced = [(price(d) * job.hours_to_finish(d.target), d.index, d)
+                  for d in candidates if price(d) is not None]
         if priced:
             return min(priced, key=lambda t: (t[0], t[1]))[2]
         return min(candidates, key=lambda d: (job.hours_to_finish(d.target), d.index))

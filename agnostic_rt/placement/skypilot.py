@@ -42,7 +42,8 @@ RESUME_ENV = "AGNOSTIC_RT_RESUME_FROM"  # the checkpoint root the resumed run re
 SKY_CLOUDS = ("aws", "azure", "gcp", "ibm", "lambda", "scp", "oci", "runpod", "vast", "vsphere", "cudo",
               "fluidstack", "paperspace", "primeintellect", "do", "nebius", "ssh", "slurm", "hyperbolic",
               "seeweb", "shadeform", "yotta", "mithril", "verda")
-_INFRA = rf"^(?:(?i:{'|'.join(SKY_CLOUDS)})(?:/[^/]+(?:/[^/]+)?)?|\*(?:/[^/]+(?:/[^/]+)?)?|(?i:kubernetes|k8s)(?:/.+)?)$"
+_INFRA = (rf"^(?:(?i:{'|'.join(SKY_CLOUDS)})(?:/[^/]+(?:/[^/]+)?)?"
+          r"|\*(?:/[^/]+(?:/[^/]+)?)?|(?i:kubernetes|k8s)(?:/.+)?)$")
 # Managed-job recovery strategies SkyPilot documents.
 RECOVERY_STRATEGIES = ("EAGER_NEXT_REGION", "FAILOVER", "NONE")
 
@@ -65,7 +66,8 @@ _SINGLE_RESOURCES = {
         "job_recovery": {"anyOf": [
             {"type": "string"},
             {"type": "object", "properties": {
-                "strategy": {"anyOf": [{"type": "string", "enum": list(RECOVERY_STRATEGIES)}, {"type": "null"}]},
+                "strategy": {"anyOf": [{"type": "string", "enum": list(RECOVERY_STRATEGIES)},
+                                       {"type": "null"}]},
                 "max_restarts_on_errors": {"type": "integer", "minimum": 0},
                 "recover_on_exit_codes": {"anyOf": [
                     {"type": "integer", "minimum": 0, "maximum": 255},
@@ -107,7 +109,8 @@ TASK_SCHEMA: dict[str, Any] = {
         "workdir": {"type": "string"},
         "num_nodes": {"type": "integer", "minimum": 1},
         "resources": RESOURCES_SCHEMA,
-        "envs": {"type": "object", "patternProperties": {"^[a-zA-Z_][a-zA-Z0-9_]*$": {"type": ["string", "null"]}},
+        "envs": {"type": "object",
+                 "patternProperties": {"^[a-zA-Z_][a-zA-Z0-9_]*$": {"type": ["string", "null"]}},
                  "additionalProperties": False},
         "file_mounts": {"type": "object", "additionalProperties": {"anyOf": [{"type": "string"}, _STORAGE]}},
         "setup": {"type": "string"},
@@ -168,7 +171,8 @@ def build_task_config(
             any_of.append(entry)
     if not any_of:
         raise ValueError(f"no candidate matches use_spot={spot}; candidates: {[str(o) for o in offers]}")
-    recovery: dict[str, Any] = {"strategy": job_recovery.upper(), "max_restarts_on_errors": max_restarts_on_errors}
+    recovery: dict[str, Any] = {"strategy": job_recovery.upper(),
+                                "max_restarts_on_errors": max_restarts_on_errors}
     if preempt_exit_code is not None:
         recovery["recover_on_exit_codes"] = [int(preempt_exit_code)]
     checkpoint_root = f"{CHECKPOINT_MOUNT}/{run_id}"
@@ -296,6 +300,7 @@ def launch(cfg: Mapping[str, Any], *, yaml_path: str | Path = "agnostic-rt-next.
             log.info("launched managed job %s (%s)", name, job_id)
             return HandOff(True, path, command, job_id)
         except Exception as exc:  # ImportError, no enabled cloud, no credentials, API server down
-            log.warning("sky.jobs.launch failed (%s: %s); run it yourself: %s", type(exc).__name__, exc, command)
+            log.warning("sky.jobs.launch failed (%s: %s); run it yourself: %s",
+                        type(exc).__name__, exc, command)
     print(f"SkyPilot task written to {path}; launch the next machine with:\n  {command}")
     return HandOff(False, path, command)
