@@ -30,14 +30,16 @@ class RuleResult:
 
     def __str__(self) -> str:
         verdict = "pass" if self.passed else "FAIL"
-        return f"{verdict}: compiled err {self.compiled_error:.3g} vs bound {self.bound:.3g} (eager err {self.eager_error:.3g})"
+        return (f"{verdict}: compiled err {self.compiled_error:.3g} vs bound {self.bound:.3g} "
+                f"(eager err {self.eager_error:.3g})")
 
 
 def rmse(a: torch.Tensor, b: torch.Tensor) -> float:
     return torch.sqrt(torch.mean((a.double() - b.double()) ** 2)).item()
 
 
-def fp64_rule(compiled: torch.Tensor, eager: torch.Tensor, ref64: torch.Tensor, tol: float | None = None) -> RuleResult:
+def fp64_rule(compiled: torch.Tensor, eager: torch.Tensor, ref64: torch.Tensor,
+              tol: float | None = None) -> RuleResult:
     """Check one tensor against the fp64-reference rule.
 
     >>> x = torch.randn(8, dtype=torch.float64)
@@ -56,6 +58,6 @@ def fp64_rule(compiled: torch.Tensor, eager: torch.Tensor, ref64: torch.Tensor, 
     return RuleResult(ce <= bound, ce, ee, bound)
 
 
-def fp64_rule_all(compiled: Iterable[torch.Tensor], eager: Iterable[torch.Tensor], ref64: Iterable[torch.Tensor],
-                  tol: float | None = None) -> list[RuleResult]:
+def fp64_rule_all(compiled: Iterable[torch.Tensor], eager: Iterable[torch.Tensor],
+                  ref64: Iterable[torch.Tensor], tol: float | None = None) -> list[RuleResult]:
     return [fp64_rule(c, e, r, tol) for c, e, r in zip(compiled, eager, ref64, strict=True)]

@@ -67,7 +67,8 @@ def compare(actual: Any, expected: Any) -> Comparison:
     flat_a, spec_a = tree_flatten(actual)
     flat_e, spec_e = tree_flatten(expected)
     if spec_a != spec_e:
-        return Comparison(False, float("inf"), float("inf"), "out", f"output structure differs: {spec_a} vs {spec_e}")
+        return Comparison(False, float("inf"), float("inf"), "out",
+                          f"output structure differs: {spec_a} vs {spec_e}")
     worst = Comparison(True, 0.0, 0.0, "", "")
     for i, (a, e) in enumerate(zip(flat_a, flat_e)):
         where = f"out[{i}]" if len(flat_a) > 1 else "out"
@@ -76,7 +77,8 @@ def compare(actual: Any, expected: Any) -> Comparison:
                 return Comparison(False, float("inf"), float("inf"), where, f"{where}: {a!r} != {e!r}")
             continue
         if not isinstance(a, torch.Tensor):
-            return Comparison(False, float("inf"), float("inf"), where, f"{where}: got {type(a).__name__}, expected a tensor")
+            return Comparison(False, float("inf"), float("inf"), where,
+                              f"{where}: got {type(a).__name__}, expected a tensor")
         if a.shape != e.shape or a.dtype != e.dtype:
             return Comparison(False, float("inf"), float("inf"), where,
                               f"{where}: got {a.dtype}{list(a.shape)}, expected {e.dtype}{list(e.shape)}")

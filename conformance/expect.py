@@ -66,7 +66,8 @@ class Expectations:
             result.message = f"expected failure: {reason} | {result.message}"
         elif result.status == "pass":
             result.status = "xpass"
-            result.message = f"listed as an expected failure ({reason}) but passes: remove it from {self.path}"
+            result.message = (f"listed as an expected failure ({reason}) but passes: "
+                              f"remove it from {self.path}")
         return result
 
     def collect(self, results: list[Result]) -> dict[str, str]:

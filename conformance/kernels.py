@@ -69,7 +69,8 @@ def _build_generated(kernel: Any, name: str, family: str, arch: str) -> tuple[st
     return "pass", f"code object {len(build_code_object(render(kernel.ir, HIP).source, arch))} bytes", None
 
 
-def check_generated(kernels: list[Any], report_add: Callable[[Result], Any], limit: int | None = None) -> None:
+def check_generated(kernels: list[Any], report_add: Callable[[Result], Any],
+                    limit: int | None = None) -> None:
     """Build every generated kernel (up to ``limit``) for every claimed target."""
     for k in kernels[:limit]:
         for name, family, arch in BUILD_TARGETS:
@@ -133,7 +134,8 @@ def check_alone(kg: Any, target: str, seen: dict[tuple, str] | None = None) -> R
         want = kg.reference(*kg.values)
         c = compare(list(got), list(want))
         if c.passed:
-            return "pass", f"{name} matches ATen (worst: {c.where or 'out'} at {c.error_ratio:.2g} of the tolerance)", c.error_ratio
+            return ("pass", f"{name} matches ATen (worst: {c.where or 'out'} at {c.error_ratio:.2g} "
+                    "of the tolerance)", c.error_ratio)
         return "fail", f"{name}: {c.message}", c.error_ratio
 
     r = _timed(base, "interpret", run)
@@ -202,7 +204,8 @@ def _timed(base: dict, check: str, fn: Callable[[], tuple[str, str, float | None
     try:
         status, message, ratio = fn()
     except Exception as exc:  # noqa: BLE001 - a build error is this tier's failure, with its message
-        status, message, ratio = "fail", f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:600], float("inf")
+        message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:600]
+        status, ratio = "fail", float("inf")
     return Result(**base, check=check, status=status, message=message, error_ratio=ratio,
                   seconds=time.perf_counter() - t0, extra={"generated": False})
 
@@ -230,7 +233,8 @@ def build_triton(family: str, arch: str) -> tuple[str, str, float | None]:
 
     mod = _load_canary(interpret=False)
     target = GPUTarget(family, int(arch[3:]) if family == "cuda" else arch, 32 if family == "cuda" else 64)
-    kernel = triton.compile(ASTSource(mod.fused_add_gelu, mod.SIGNATURE, constexprs=mod.CONSTEXPRS), target=target)
+    source = ASTSource(mod.fused_add_gelu, mod.SIGNATURE, constexprs=mod.CONSTEXPRS)
+    kernel = triton.compile(source, target=target)
     binary = "cubin" if family == "cuda" else "hsaco"
     if binary not in kernel.asm:
         return "fail", f"no {binary} produced; stages: {list(kernel.asm)}", None
@@ -299,10 +303,11 @@ def run_kernel_tier(report_add: Callable[[Result], Any], notes: list[TierNote], 
     if not kernels:
         why = ("the backend exposes no kernel enumeration yet (agnostic_rt.backends.generated_kernels)"
                if kernels is None else "no kernels were generated in this run")
-        notes.append(TierNote("kernel", "*", "no generated kernels", why + "; only toolchain canaries were built"))
+        notes.append(TierNote("kernel", "*", "no generated kernels",
+                              why + "; only toolchain canaries were built"))
     else:
-        notes.append(TierNote("kernel", "*", "built", f"{len(kernels)} generated kernels"
-                              + (f"; builds checked for the first {limit} (quick)" if limit and limit < len(kernels) else "")))
+        quick = f"; builds checked for the first {limit} (quick)" if limit and limit < len(kernels) else ""
+        notes.append(TierNote("kernel", "*", "built", f"{len(kernels)} generated kernels" + quick))
         check_generated(kernels, report_add, limit)
     for target in ["triton-interpreter"] + [n for n, _, _ in BUILD_TARGETS]:
         report_add(kernel_check(target))

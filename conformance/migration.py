@@ -78,7 +78,8 @@ def in_process(to: str = "cpu", options: dict | None = None) -> tuple[list[float
     return losses, _params(model)
 
 
-def through_checkpoint(workdir: Path, options: dict | None = None) -> tuple[list[float], dict[str, torch.Tensor]]:
+def through_checkpoint(workdir: Path,
+                       options: dict | None = None) -> tuple[list[float], dict[str, torch.Tensor]]:
     """K steps, save, then a fresh process loads and trains K more steps."""
     import agnostic_rt
 
@@ -88,8 +89,8 @@ def through_checkpoint(workdir: Path, options: dict | None = None) -> tuple[list
     ckpt = workdir / "ckpt"
     agnostic_rt.save(agnostic_rt.TrainingState(model=model, optimizer=opt, step=STEPS), str(ckpt))
     out = workdir / "resumed.pt"
-    cmd = [sys.executable, "-m", "agnostic_rt.conformance.migration", "--resume", str(ckpt), "--out", str(out),
-           "--options", json.dumps(options or {"target": "cpu"})]
+    cmd = [sys.executable, "-m", "agnostic_rt.conformance.migration", "--resume", str(ckpt),
+           "--out", str(out), "--options", json.dumps(options or {"target": "cpu"})]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"the fresh process failed (exit {proc.returncode}): {proc.stderr[-800:]}")
@@ -115,7 +116,8 @@ def _resume_main(argv: list[str]) -> int:
     return 0
 
 
-def compare_runs(got: tuple[list[float], dict], want: tuple[list[float], dict], bitwise: bool) -> tuple[bool, float, str]:
+def compare_runs(got: tuple[list[float], dict], want: tuple[list[float], dict],
+                 bitwise: bool) -> tuple[bool, float, str]:
     """(passed, worst error ratio, message) comparing losses and final parameters."""
     from .accuracy import fp64_rule
 
@@ -126,10 +128,11 @@ def compare_runs(got: tuple[list[float], dict], want: tuple[list[float], dict], 
     if bitwise:
         bad = [k for k in params_w if not torch.equal(params_g[k], params_w[k])]
         loss_bad = [i for i, (a, b) in enumerate(zip(losses_g, losses_w)) if a != b]
-        worst = max((float((params_g[k].double() - params_w[k].double()).abs().max()) for k in params_w), default=0.0)
+        worst = max((float((params_g[k].double() - params_w[k].double()).abs().max()) for k in params_w),
+                    default=0.0)
         if bad or loss_bad:
-            return False, float("inf"), (f"not bitwise equal: parameters {bad[:4]}, losses at steps {loss_bad[:4]}; "
-                                         f"max |diff| {worst:.3g}")
+            return False, float("inf"), (f"not bitwise equal: parameters {bad[:4]}, "
+                                         f"losses at steps {loss_bad[:4]}; max |diff| {worst:.3g}")
         return True, 0.0, "bitwise equal (losses and parameters)"
     ratios = []
     for k in params_w:
@@ -142,14 +145,16 @@ def compare_runs(got: tuple[list[float], dict], want: tuple[list[float], dict], 
     return worst <= 1.0, worst, f"worst parameter error ratio {worst:.3g}"
 
 
-def run_migration_tier(report_add: Callable[[Result], Any], notes: list[TierNote], targets: list[str]) -> None:
+def run_migration_tier(report_add: Callable[[Result], Any], notes: list[TierNote],
+                       targets: list[str]) -> None:
     """Run both scenarios for the CPU, and CPU -> GPU when one is here."""
     try:
         import agnostic_rt
 
         agnostic_rt.migrate, agnostic_rt.save, agnostic_rt.load  # noqa: B018 - the API this tier needs
     except (ImportError, AttributeError) as exc:
-        notes.append(TierNote("migration", "*", "not available", f"agnostic_rt has no migrate/save/load ({exc})"))
+        notes.append(TierNote("migration", "*", "not available",
+                              f"agnostic_rt has no migrate/save/load ({exc})"))
         return
     want = uninterrupted()
     scenarios: list[tuple[str, str, Callable[[], tuple], bool]] = [

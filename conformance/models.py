@@ -51,7 +51,8 @@ def check_model(entry: ZooModel, *, training: bool, options: dict | None = None,
     target = target.to(device)
     inputs64 = tuple(x.double() if x.is_floating_point() else x for x in inputs)
 
-    compiled = compiled_model if compiled_model is not None else torch.compile(compiled_base, backend="agnostic", options=options or {})
+    compiled = (compiled_model if compiled_model is not None
+                else torch.compile(compiled_base, backend="agnostic", options=options or {}))
     if compiled_model is not None:
         compiled_base = compiled_model
     out_c, grads_c, loss_c = _run(compiled, inputs, target, entry, training)
@@ -100,9 +101,10 @@ def _train_curve(model: torch.nn.Module, entry: ZooModel, batches, steps: int, l
     return losses
 
 
-def check_training_curve(entry: ZooModel, *, steps: int = 8, lr: float = 0.05, options: dict | None = None,
-                         device: str = "cpu", batch: int | None = None,
-                         compiled_model: torch.nn.Module | None = None, tol: float | None = None) -> CurveCheck:
+def check_training_curve(entry: ZooModel, *, steps: int = 8, lr: float = 0.05,
+                         options: dict | None = None, device: str = "cpu", batch: int | None = None,
+                         compiled_model: torch.nn.Module | None = None,
+                         tol: float | None = None) -> CurveCheck:
     """Train ``entry`` for ``steps`` SGD steps compiled, eager and in fp64 from the same weights and
     batches; the compiled loss curve must satisfy the fp64-reference rule against eager's.
 
@@ -113,12 +115,14 @@ def check_training_curve(entry: ZooModel, *, steps: int = 8, lr: float = 0.05, o
     eager.train(True)
     ref64 = copy.deepcopy(eager).double()
     compiled_base = copy.deepcopy(eager)
-    compiled = compiled_model if compiled_model is not None else torch.compile(compiled_base, backend="agnostic", options=options or {})
+    compiled = (compiled_model if compiled_model is not None
+                else torch.compile(compiled_base, backend="agnostic", options=options or {}))
     batches = []
     for seed in range(min(steps, 4)):
         inputs, target = entry.example(batch, seed=seed)
         batches.append((tuple(x.to(device) for x in inputs), target.to(device)))
-    batches64 = [(tuple(x.double() if x.is_floating_point() else x for x in inp), tgt) for inp, tgt in batches]
+    batches64 = [(tuple(x.double() if x.is_floating_point() else x for x in inp), tgt)
+                 for inp, tgt in batches]
     curve_c = _train_curve(compiled, entry, batches, steps, lr)
     curve_e = _train_curve(eager, entry, batches, steps, lr)
     curve_r = _train_curve(ref64, entry, batches64, steps, lr)

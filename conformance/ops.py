@@ -128,7 +128,8 @@ def plan(level: str, run: TargetRun, db: dict[str, Any], ops: list[str] | None =
     if level == "quick" and not ops:
         names = QUICK_INTERP_OPS if run.mode == "interpreted" else tuple(QUICK_OPS)
         cases = [OpCase(n, d) for n in names
-                 for d in (QUICK_OPS[n] if run.mode != "interpreted" else (F32, *QUICK_INTERP_EXTRA.get(n, ())))]
+                 for d in (QUICK_OPS[n] if run.mode != "interpreted"
+                           else (F32, *QUICK_INTERP_EXTRA.get(n, ())))]
         return [c for c in cases if not dtypes or c.dtype in dtypes]
     names = ops or sorted(db)
     cases = []
@@ -212,7 +213,8 @@ def _cotangents(outs: list[torch.Tensor], rounded_to: torch.dtype | None = None)
     # The same values for eager, compiled and the fp64 reference: drawn in fp32, rounded to the dtype
     # under test, then (for the reference) widened.
     gen = torch.Generator().manual_seed(1)
-    return [torch.randn(o.shape, generator=gen, dtype=torch.float32).to(rounded_to or o.dtype).to(o.dtype).to(o.device)
+    return [torch.randn(o.shape, generator=gen, dtype=torch.float32)
+            .to(rounded_to or o.dtype).to(o.dtype).to(o.device)
             for o in outs]
 
 
@@ -245,13 +247,16 @@ def check_op(op: Any, case: OpCase, run: TargetRun, *, max_samples: int,
     """Check one (op, dtype) on one target: a forward Result and, where differentiable, a backward one.
 
     >>> from conformance.ops import load_op_db  # doctest: +SKIP
-    >>> check_op(load_op_db()["add"], OpCase("add", "float32"), available_runs(["cpu"])[0], max_samples=2)  # doctest: +SKIP
+    >>> run = available_runs(["cpu"])[0]  # doctest: +SKIP
+    >>> check_op(load_op_db()["add"], OpCase("add", "float32"), run, max_samples=2)  # doctest: +SKIP
     """
     t0 = time.perf_counter()
     dtype = DTYPES[case.dtype]
     base = dict(tier="op", target=run.name, case=case.name, dtype=case.dtype)
-    if getattr(op, "skip_correctness_check_compile_vs_eager", False) or getattr(op, "has_nondeterministic_output", False):
-        return [Result(**base, check="forward", status="skip", message="op_db marks its output nondeterministic")]
+    if (getattr(op, "skip_correctness_check_compile_vs_eager", False)
+            or getattr(op, "has_nondeterministic_output", False)):
+        return [Result(**base, check="forward", status="skip",
+                       message="op_db marks its output nondeterministic")]
     grad = (op.supports_autograd and dtype.is_floating_point
             and dtype in op.supported_backward_dtypes(run.device if run.device == "cpu" else "cuda"))
     dropped: list[str] = []
@@ -261,7 +266,8 @@ def check_op(op: Any, case: OpCase, run: TargetRun, *, max_samples: int,
         try:
             candidates = list(_samples(op, dtype, run.device, grad, max_samples))
         except Exception as exc:  # noqa: BLE001 - a sample generator that fails here is skipped, said why
-            return [Result(**base, check="forward", status="skip", message=f"sample_inputs raised {exc!r}"[:300])]
+            return [Result(**base, check="forward", status="skip",
+                           message=f"sample_inputs raised {exc!r}"[:300])]
         for s in candidates:
             if any(isinstance(t, torch.Tensor) and t.layout != torch.strided for t in tree_flatten(s)[0]):
                 dropped.append("sparse layout (out of scope: the backend compiles strided tensors)")
@@ -290,7 +296,8 @@ def check_op(op: Any, case: OpCase, run: TargetRun, *, max_samples: int,
         try:
             compiled_out = compiler(_batch_fn(op.op), run)(compiled_in)
         except Exception as exc:  # noqa: BLE001 - a compile or run error is a failure of the backend
-            return [Result(**base, check="forward", status="fail", message=f"compiled run raised {type(exc).__name__}: {exc}"[:600],
+            return [Result(**base, check="forward", status="fail",
+                           message=f"compiled run raised {type(exc).__name__}: {exc}"[:600],
                            error_ratio=float("inf"), seconds=time.perf_counter() - t0)]
         results = [_verdict(base, "forward", eager_out, compiled_out, samples, dropped)]
         ref_in: list[tuple] | None = None
@@ -352,7 +359,8 @@ def _fp64_fallback(result: Result, expected: list, actual: list, reference: list
     for e, a, r in zip(expected, actual, reference):
         fe, fa, fr = (tree_flatten(x)[0] for x in (e, a, r))
         for te, ta, tr in zip(fe, fa, fr):
-            if not (isinstance(te, torch.Tensor) and isinstance(ta, torch.Tensor) and isinstance(tr, torch.Tensor)):
+            if not (isinstance(te, torch.Tensor) and isinstance(ta, torch.Tensor)
+                    and isinstance(tr, torch.Tensor)):
                 continue
             if not te.is_floating_point() or te.shape != ta.shape or te.shape != tr.shape or te.numel() == 0:
                 continue
@@ -362,15 +370,17 @@ def _fp64_fallback(result: Result, expected: list, actual: list, reference: list
             err_e = torch.nan_to_num((te.detach().double() - r64).abs(), nan=0.0).max().item()
             err_a = (ta.detach().double() - r64).abs()
             both_nan = ta.detach().isnan() & tr.detach().isnan()
-            err_a = torch.where(both_nan, torch.zeros_like(err_a), torch.nan_to_num(err_a, nan=float("inf"))).max().item()
+            err_a = torch.where(both_nan, torch.zeros_like(err_a),
+                                torch.nan_to_num(err_a, nan=float("inf"))).max().item()
             bound = 2 * err_e + tolerance(te.dtype)[1] / 10
             if err_a > bound:
                 return
             worst_margin = max(worst_margin, err_a / bound if bound else 0.0)
     result.status = "pass"
     result.extra["fp64_fallback"] = True
-    result.message = (f"passes by the fp64-reference rule (compiled is within 2x eager's distance to fp64, worst "
-                      f"{worst_margin:.2g} of the bound); against eager alone: {result.message}")[:800]
+    result.message = (f"passes by the fp64-reference rule (compiled is within 2x eager's distance to "
+                      f"fp64, worst {worst_margin:.2g} of the bound); against eager alone: "
+                      f"{result.message}")[:800]
 
 
 def _call(fn: Callable, s: tuple) -> Any:
@@ -378,18 +388,21 @@ def _call(fn: Callable, s: tuple) -> Any:
     return fn(inp, *args, **kwargs)
 
 
-def _verdict(base: dict, check: str, expected: list, actual: list, samples: list, dropped: list[str]) -> Result:
+def _verdict(base: dict, check: str, expected: list, actual: list, samples: list,
+             dropped: list[str]) -> Result:
     worst_i, worst = 0, None
     for i, (e, a) in enumerate(zip(expected, actual)):
         c = compare(a, e)
-        if worst is None or (not c.passed and worst.passed) or (c.passed == worst.passed and c.error_ratio > worst.error_ratio):
+        if (worst is None or (not c.passed and worst.passed)
+                or (c.passed == worst.passed and c.error_ratio > worst.error_ratio)):
             worst_i, worst = i, c
         if not c.passed:
             break
     assert worst is not None
     note = f" ({len(dropped)} samples dropped: {', '.join(sorted(set(dropped)))})" if dropped else ""
-    return Result(**base, check=check, status="pass" if worst.passed else "fail", error_ratio=worst.error_ratio,
-                  abs_error=worst.abs_error, sample=f"{describe_sample(worst_i, samples[worst_i])} {worst.where}",
+    return Result(**base, check=check, status="pass" if worst.passed else "fail",
+                  error_ratio=worst.error_ratio, abs_error=worst.abs_error,
+                  sample=f"{describe_sample(worst_i, samples[worst_i])} {worst.where}",
                   message=(worst.message + note).strip(), extra={"samples": len(samples)})
 
 

@@ -64,20 +64,24 @@ def histogram_svg(values: list[float], title: str, width: int = 520, height: int
         x = 30 + i * bw
         over = label == "inf/nan" or (label.startswith("1e") and int(label[2:]) >= 0)
         color = "#c62828" if over and c else "#1565c0"
-        parts.append(f'<rect x="{x:.1f}" y="{height - pad - h:.1f}" width="{bw - 2:.1f}" height="{h:.1f}" fill="{color}">'
-                     f'<title>{label}: {c}</title></rect>')
+        parts.append(f'<rect x="{x:.1f}" y="{height - pad - h:.1f}" width="{bw - 2:.1f}" height="{h:.1f}" '
+                     f'fill="{color}"><title>{label}: {c}</title></rect>')
         if c:
-            parts.append(f'<text x="{x + bw / 2:.1f}" y="{height - pad - h - 2:.1f}" text-anchor="middle" font-size="9">{c}</text>')
-        parts.append(f'<text x="{x + bw / 2:.1f}" y="{height - pad + 12}" text-anchor="middle" font-size="8">{label}</text>')
+            parts.append(f'<text x="{x + bw / 2:.1f}" y="{height - pad - h - 2:.1f}" text-anchor="middle" '
+                         f'font-size="9">{c}</text>')
+        parts.append(f'<text x="{x + bw / 2:.1f}" y="{height - pad + 12}" text-anchor="middle" '
+                     f'font-size="8">{label}</text>')
     x1 = 30 + (1 + (0 - edges[0])) * bw - 1
-    parts.append(f'<line x1="{x1:.1f}" y1="20" x2="{x1:.1f}" y2="{height - pad}" stroke="#c62828" stroke-dasharray="4 2"/>')
+    parts.append(f'<line x1="{x1:.1f}" y1="20" x2="{x1:.1f}" y2="{height - pad}" stroke="#c62828" '
+                 'stroke-dasharray="4 2"/>')
     parts.append(f'<text x="{x1 + 3:.1f}" y="28" font-size="9" fill="#c62828">tolerance</text>')
     parts.append(f'<text x="{width / 2}" y="{height - 4}" text-anchor="middle" font-size="9">'
                  "error ratio |a-b| / (atol + rtol|b|), log bins</text></svg>")
     return "".join(parts)
 
 
-def curves_svg(series: dict[str, list[float]], title: str, width: int = 520, height: int = 220) -> str:
+def curves_svg(series: dict[str, list[float]], title: str, width: int = 520,
+               height: int = 220) -> str:
     """An SVG line plot of loss curves (one polyline per series, shared axes)."""
     vals = [v for s in series.values() for v in s if math.isfinite(v)]
     lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
@@ -90,14 +94,16 @@ def curves_svg(series: dict[str, list[float]], title: str, width: int = 520, hei
              f'<rect x="{pad_l}" y="{pad}" width="{w}" height="{h}" fill="none" stroke="#999"/>',
              f'<text x="{pad_l - 4}" y="{pad + 8}" text-anchor="end" font-size="9">{hi:.4g}</text>',
              f'<text x="{pad_l - 4}" y="{pad + h}" text-anchor="end" font-size="9">{lo:.4g}</text>',
-             f'<text x="{pad_l + w / 2}" y="{pad + h + 14}" text-anchor="middle" font-size="9">step (1..{n})</text>']
+             f'<text x="{pad_l + w / 2}" y="{pad + h + 14}" text-anchor="middle" font-size="9">'
+             f'step (1..{n})</text>']
     for k, (name, s) in enumerate(series.items()):
         pts = " ".join(f"{pad_l + (i / max(n - 1, 1)) * w:.1f},{pad + h - (v - lo) / (hi - lo) * h:.1f}"
                        for i, v in enumerate(s) if math.isfinite(v))
         color = _SERIES[k % len(_SERIES)]
         dash = ' stroke-dasharray="5 3"' if k else ""
         parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.8"{dash}/>')
-        parts.append(f'<text x="{pad_l + 8 + k * 110}" y="{height - 8}" font-size="10" fill="{color}">&#9632; {_e(name)}</text>')
+        parts.append(f'<text x="{pad_l + 8 + k * 110}" y="{height - 8}" font-size="10" fill="{color}">'
+                     f'&#9632; {_e(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -105,19 +111,23 @@ def curves_svg(series: dict[str, list[float]], title: str, width: int = 520, hei
 def _result_rows(results: list[Result]) -> str:
     rows = []
     for r in results:
-        rows.append(f'<tr><td class="{r.status}">{r.status}</td><td>{_e(r.tier)}</td><td>{_e(r.target)}</td>'
-                    f"<td>{_e(r.case)}</td><td>{_e(r.dtype)}</td><td>{_e(r.check)}</td><td>{_fmt(r.error_ratio)}</td>"
-                    f"<td>{_fmt(r.abs_error)}</td><td>{_e(r.sample)}</td><td class=msg>{_e(r.message[:400])}</td></tr>")
+        rows.append(f'<tr><td class="{r.status}">{r.status}</td><td>{_e(r.tier)}</td>'
+                    f"<td>{_e(r.target)}</td><td>{_e(r.case)}</td><td>{_e(r.dtype)}</td>"
+                    f"<td>{_e(r.check)}</td><td>{_fmt(r.error_ratio)}</td><td>{_fmt(r.abs_error)}</td>"
+                    f"<td>{_e(r.sample)}</td><td class=msg>{_e(r.message[:400])}</td></tr>")
     head = ("<tr><th>status</th><th>tier</th><th>target</th><th>case</th><th>dtype</th><th>check</th>"
             "<th>error ratio</th><th>abs error</th><th>sample</th><th>message</th></tr>")
     return f"<table>{head}{''.join(rows)}</table>" if rows else "<p>none</p>"
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1400px}
-h1{margin-bottom:4px} .verdict{font-size:20px;font-weight:bold;padding:8px 12px;border-radius:6px;display:inline-block}
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;\
+margin:24px;color:#222;max-width:1400px}
+h1{margin-bottom:4px} \
+.verdict{font-size:20px;font-weight:bold;padding:8px 12px;border-radius:6px;display:inline-block}
 .ok{background:#e8f5e9;color:#2e7d32} .bad{background:#ffebee;color:#c62828}
-table{border-collapse:collapse;margin:8px 0 16px 0;font-size:12px} td,th{border:1px solid #ddd;padding:3px 6px;text-align:left}
+table{border-collapse:collapse;margin:8px 0 16px 0;font-size:12px} \
+td,th{border:1px solid #ddd;padding:3px 6px;text-align:left}
 th{background:#f5f5f5} td.pass{color:#2e7d32} td.fail{color:#c62828;font-weight:bold} td.xfail{color:#ef6c00}
 td.xpass{color:#6a1b9a;font-weight:bold} td.skip{color:#757575} td.msg{max-width:520px;word-break:break-word}
 .plots{display:flex;flex-wrap:wrap;gap:12px} .plots svg{border:1px solid #eee;background:#fff}
@@ -132,8 +142,8 @@ def render_html(report: Report) -> str:
     env = data["environment"]
     ok = data["passed"]
     counts = data["counts"]
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>agnostic-rt conformance ({report.level})</title>"
-           f"<style>{_CSS}</style></head><body>",
+    out = [f"<!doctype html><html><head><meta charset='utf-8'>"
+           f"<title>agnostic-rt conformance ({report.level})</title><style>{_CSS}</style></head><body>",
            f"<h1>agnostic-rt conformance — {_e(report.level)}</h1>",
            f"<p>torch {_e(env['torch'])}, Python {_e(env['python'])}, {_e(env['machine'])}; "
            f"GPU in this process: {'yes' if env['cuda_available'] else 'no'}. "
@@ -173,12 +183,12 @@ def render_html(report: Report) -> str:
     out.append("</div><h2>Loss curves</h2><div class='plots'>")
     curves = [r for r in report.results if r.check == "train-curve" and r.extra.get("compiled")]
     for r in curves:
-        out.append(curves_svg({"compiled": r.extra["compiled"], "eager": r.extra["eager"], "fp64": r.extra["fp64"]},
-                              f"{r.case} on {r.target} ({r.status})"))
+        series = {"compiled": r.extra["compiled"], "eager": r.extra["eager"], "fp64": r.extra["fp64"]}
+        out.append(curves_svg(series, f"{r.case} on {r.target} ({r.status})"))
     for r in report.results:
         if r.tier == "migration" and r.extra.get("losses"):
-            out.append(curves_svg({"migrated": r.extra["losses"], "uninterrupted": r.extra["reference_losses"]},
-                                  f"{r.case} on {r.target} ({r.status})"))
+            series = {"migrated": r.extra["losses"], "uninterrupted": r.extra["reference_losses"]}
+            out.append(curves_svg(series, f"{r.case} on {r.target} ({r.status})"))
     if not curves:
         out.append("<p>no training curves in this run</p>")
     out.append("</div><h2>All non-passing results</h2>"

@@ -71,6 +71,7 @@ def available_runs(names: list[str] | None = None) -> list[TargetRun]:
         known = {r.name for r in runs} | {"cuda", "rocm"}
         bad = [n for n in names if n not in known]
         if bad:
-            raise ValueError(f"unknown conformance target(s) {bad}; expected some of: {', '.join(sorted(known))}")
+            raise ValueError(f"unknown conformance target(s) {bad}; "
+                             f"expected some of: {', '.join(sorted(known))}")
         runs = [r for r in runs if r.name in names]
     return runs

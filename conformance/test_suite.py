@@ -39,7 +39,8 @@ def _cases(config) -> list[tuple[str, str, tuple]]:
         for run in runs:
             out += [("model", run.name, mc) for mc in suite.model_cases(run)]
     if "kernel" in cfg.tiers:
-        out += [("kernel", "triton-interpreter", ("interpret",))] + [("kernel", n, ("build",)) for n, _, _ in BUILD_TARGETS]
+        out += ([("kernel", "triton-interpreter", ("interpret",))]
+                + [("kernel", n, ("build",)) for n, _, _ in BUILD_TARGETS])
     if "migration" in cfg.tiers:
         out.append(("migration", "*", ("scenarios",)))
     return out
@@ -89,8 +90,8 @@ def test_conformance(conformance_case, conformance_suite):
     results = _run_case(conformance_suite, tier, target, case)
     bad = [r for r in results if r.unexpected]
     if bad:
-        pytest.fail("\n".join(f"{r.status.upper()} {r.key} on {r.target}: {r.sample} {r.message}" for r in bad),
-                    pytrace=False)
+        pytest.fail("\n".join(f"{r.status.upper()} {r.key} on {r.target}: {r.sample} {r.message}"
+                              for r in bad), pytrace=False)
     xfails = [r for r in results if r.status == "xfail"]
     if xfails:
         pytest.xfail("; ".join(f"{r.key}: {r.message[:200]}" for r in xfails))

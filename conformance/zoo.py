@@ -43,7 +43,8 @@ class ZooModel:
             torch.manual_seed(seed)
             return self._build()
 
-    def example(self, batch: int | None = None, seed: int = 0) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    def example(self, batch: int | None = None,
+                seed: int = 0) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         gen = torch.Generator().manual_seed(seed)
         return self._example(batch or self.default_batch, gen)
 
