@@ -5,9 +5,9 @@ import bench_scripts
 
 
 def test_gpu_profile_cpu_rows(tmp_path, capsys):
-    _, rc, rows = bench_scripts.run_main("gpu_profile", ["--device", "cpu", "--models", "mlp", "--backends", "eager",
-                                                         "agnostic", "--steps", "3", "--prof-steps", "2"],
-                                         tmp_path / "profile.json")
+    argv = ["--device", "cpu", "--models", "mlp", "--backends", "eager", "agnostic",
+            "--steps", "3", "--prof-steps", "2"]
+    _, rc, rows = bench_scripts.run_main("gpu_profile", argv, tmp_path / "profile.json")
     text = capsys.readouterr().out
     assert rc == 0, [r.get("error") for r in rows]
     combos = {(r["model"], r["mode"], r["backend"]) for r in rows}

@@ -4,7 +4,8 @@ import bench_scripts
 
 
 def test_host_calls_mlp(tmp_path, capsys):
-    mod, rc, rows = bench_scripts.run_main("host_calls", ["--models", "mlp", "--modes", "training", "--steps", "2"],
+    mod, rc, rows = bench_scripts.run_main("host_calls",
+                                           ["--models", "mlp", "--modes", "training", "--steps", "2"],
                                            tmp_path / "calls.json")
     assert rc == 0 and [(r["model"], r["mode"]) for r in rows] == [("mlp", "training")]
     a, i = rows[0]["agnostic"], rows[0]["inductor"]

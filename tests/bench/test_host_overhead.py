@@ -14,12 +14,14 @@ def test_host_overhead_mlp(tmp_path, capsys):
     from agnostic_rt.runtime.view_fold import ViewOf
 
     patched = (GeneratedKernel.function, KernelLauncher.__init__, KernelLauncher.__call__, ViewOf.__call__)
-    mod, rc, rows = bench_scripts.run_main("host_overhead", ["--models", "mlp", "--steps", "3"], tmp_path / "host.json")
+    mod, rc, rows = bench_scripts.run_main("host_overhead", ["--models", "mlp", "--steps", "3"],
+                                           tmp_path / "host.json")
     text = capsys.readouterr().out
     assert rc == 0, [r.get("error") for r in rows]
     assert [(r["model"], r["mode"]) for r in rows] == [("mlp", "inference"), ("mlp", "training")]
     # Everything patched is restored.
-    assert (GeneratedKernel.function, KernelLauncher.__init__, KernelLauncher.__call__, ViewOf.__call__) == patched
+    assert (GeneratedKernel.function, KernelLauncher.__init__, KernelLauncher.__call__,
+            ViewOf.__call__) == patched
 
     lines = text.strip().splitlines()
     head = lines[-4]
@@ -53,10 +55,10 @@ def test_host_overhead_mlp(tmp_path, capsys):
 
 
 def test_host_overhead_inductor_stub(tmp_path):
-    """mlp inference with --library stub (and --no-baselines): Inductor's stubbed launches per step are bench/launch_count.py's
-    count of Inductor's code, its three addmm are stubbed (none computes in the timed steps), and
-    everything patched is put back (Inductor's kernel module cache included: the first test loaded
-    the same kernels; here they load again, under the stub)."""
+    """mlp inference with --library stub (and --no-baselines): Inductor's stubbed launches per step
+    are bench/launch_count.py's count of Inductor's code, its three addmm are stubbed (none computes
+    in the timed steps), and everything patched is put back (Inductor's kernel module cache
+    included: the first test loaded the same kernels; here they load again, under the stub)."""
     import torch
     import torch.utils._triton as ut
     from torch._inductor.codecache import PyCodeCache
@@ -81,7 +83,8 @@ def test_host_overhead_inductor_stub(tmp_path):
     assert r["agnostic_ms"] > 0 and r["inductor_ms"] > 0, r
     assert r["interpreted_launches"] == 0, r
     assert r["inductor_launches"] == r["inductor_code_launches"] > 0, r
-    assert r["inductor_library"] == r["inductor_library_stubbed"] == 3 and r["inductor_library_computed"] == 0, r
+    assert (r["inductor_library"] == r["inductor_library_stubbed"] == 3
+            and r["inductor_library_computed"] == 0), r
     assert (auto.__init__, auto._precompile_config, auto.benchmark_all_configs, th.get_constexprs,
             GraphLowering.__dict__["_compile_to_module_lines"], GraphLowering.__dict__["save_output_code"],
             InterpretedFunction.run, ut.triton_hash_with_backend) == patched

@@ -19,13 +19,15 @@ def test_launch_count_mlp(tmp_path, capsys):
     assert rc == 0, [r.get("error") for r in rows]
     # Everything patched is restored.
     assert os.environ.get("TRITON_INTERPRET") == env
-    assert (GraphLowering.__dict__["save_output_code"], ut.triton_hash_with_backend, pipeline.boxed) == patched
+    assert (GraphLowering.__dict__["save_output_code"], ut.triton_hash_with_backend,
+            pipeline.boxed) == patched
 
     assert [(r["model"], r["mode"]) for r in rows] == [("mlp", "inference"), ("mlp", "training")]
     inference, training = rows
     for r in rows:
         assert r["agnostic_launches"] > 0 and r["inductor_launches"] > 0, r
-        assert r["graphs"] == r["inductor_graphs"] == len(r["agnostic_per_graph"]) == len(r["inductor_per_graph"])
+        assert (r["graphs"] == r["inductor_graphs"] == len(r["agnostic_per_graph"])
+                == len(r["inductor_per_graph"]))
         assert r["agnostic_launches"] == sum(len(g["kernels"]) for g in r["agnostic_per_graph"])
     # Three nn.Linear: three addmm on both sides.
     assert inference["agnostic_library"] == inference["inductor_library"] == 3, inference

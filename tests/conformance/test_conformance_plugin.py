@@ -1,4 +1,5 @@
-"""The suite runs inside pytest: ``pytest --pyargs agnostic_rt.conformance`` with the ``-p`` plugin's options."""
+"""The suite runs inside pytest: ``pytest --pyargs agnostic_rt.conformance`` with the ``-p`` plugin's
+options."""
 
 from __future__ import annotations
 

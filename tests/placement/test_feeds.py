@@ -78,14 +78,18 @@ def test_aws_spot_feed_prices_per_gpu_from_spot_price_history(aws_env):
     quoted = min(float(r["SpotPrice"]) for r in raw if r["InstanceType"] == itype)
     mine = [o for o in offers if o.accelerator == acc]
     assert any(o.price_per_hour == pytest.approx(quoted / count) for o in mine)
-    assert all(o.spot and o.cloud == "aws" and o.region == "us-east-1" and o.source == "aws-spot" for o in offers)
+    assert all(o.spot and o.cloud == "aws" and o.region == "us-east-1" and o.source == "aws-spot"
+               for o in offers)
 
 
 def test_aws_spot_feed_gives_one_offer_per_region_and_quoted_instance_type(aws_env):
+    def quoted_types(region: str) -> set[str]:
+        history = boto3.client("ec2", region_name=region).describe_spot_price_history(
+            InstanceTypes=sorted(AWS_GPU_INSTANCES), ProductDescriptions=["Linux/UNIX"])["SpotPriceHistory"]
+        return {h["InstanceType"] for h in history}
+
     with mock_aws():
-        quoted = {r: {h["InstanceType"] for h in boto3.client("ec2", region_name=r).describe_spot_price_history(
-            InstanceTypes=sorted(AWS_GPU_INSTANCES), ProductDescriptions=["Linux/UNIX"])["SpotPriceHistory"]}
-            for r in ("us-east-1", "us-west-2")}
+        quoted = {r: quoted_types(r) for r in ("us-east-1", "us-west-2")}
         offers = AwsSpotFeed(regions=["us-east-1", "us-west-2"]).offers()
     per_region = collections.Counter(o.region for o in offers)
     assert per_region == {r: len(types) for r, types in quoted.items()}
@@ -94,8 +98,9 @@ def test_aws_spot_feed_gives_one_offer_per_region_and_quoted_instance_type(aws_e
 def test_unreachable_aws_degrades_to_table_with_warning(aws_env):
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     cfg = Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 1})
-    feed = AwsSpotFeed(regions=["us-east-1"],
-                       client_factory=lambda r: boto3.client("ec2", region_name=r, endpoint_url=endpoint, config=cfg))
+    feed = AwsSpotFeed(
+        regions=["us-east-1"],
+        client_factory=lambda r: boto3.client("ec2", region_name=r, endpoint_url=endpoint, config=cfg))
     combined = CombinedFeed([feed], fallback=TableFeed())
     with pytest.warns(FeedWarning, match="'aws-spot' failed"):
         offers = combined.offers()
@@ -109,7 +114,8 @@ def test_missing_skypilot_degrades_to_table_with_warning():
         pytest.skip("skypilot is installed here; this checks the machine without it")
     except ImportError:
         pass
-    with pytest.warns(FeedWarning, match="'skypilot-catalog' failed.*FeedUnavailable.*agnostic-rt\\[placement\\]"):
+    with pytest.warns(FeedWarning,
+                      match="'skypilot-catalog' failed.*FeedUnavailable.*agnostic-rt\\[placement\\]"):
         offers = CombinedFeed([SkyPilotCatalogFeed()]).offers()
     assert offers == TableFeed().offers()
 
@@ -137,7 +143,8 @@ def test_healthy_feeds_are_used_without_the_table():
 
 def test_skypilot_catalog_rows_become_per_gpu_spot_and_on_demand_offers():
     # skypilot is not installed here: a stand-in with sky.catalog.list_accelerators' signature and rows.
-    Info = collections.namedtuple("InstanceTypeInfo", "cloud instance_type accelerator_name accelerator_count "
+    Info = collections.namedtuple("InstanceTypeInfo",
+                                  "cloud instance_type accelerator_name accelerator_count "
                                   "cpu_count device_memory memory price spot_price region")
 
     class Catalog:

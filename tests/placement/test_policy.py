@@ -14,13 +14,15 @@ H100, A100, MI300X = KNOWN_TARGETS["h100"], KNOWN_TARGETS["a100"], KNOWN_TARGETS
 FREE_MOVES = MoveCosts(bandwidth=1e9, provision_s=0.0, recompile_s=0.0)
 
 
-def offer(acc: str, price: float, spot: bool = True, region: str = "us-east-1", available: bool = True) -> Offer:
+def offer(acc: str, price: float, spot: bool = True, region: str = "us-east-1",
+          available: bool = True) -> Offer:
     return Offer("aws" if acc != "MI300X" else "azure", region, acc, spot, price, available)
 
 
 def test_compute_bound_step_time_follows_peak_flops_and_mfu():
     job = JobProfile(remaining_steps=10, flops_per_step=1e15)
-    expected = (A100.flops("bfloat16") * DEFAULT_MFU["nvidia"]) / (H100.flops("bfloat16") * DEFAULT_MFU["nvidia"])
+    expected = ((A100.flops("bfloat16") * DEFAULT_MFU["nvidia"])
+                / (H100.flops("bfloat16") * DEFAULT_MFU["nvidia"]))
     assert job.step_time(H100) / job.step_time(A100) == pytest.approx(expected)
 
 
@@ -56,7 +58,8 @@ def test_rank_orders_by_cost_to_finish_not_by_hourly_price():
 
 def test_unavailable_offers_and_excluded_vendors_are_not_ranked():
     job = JobProfile.from_gpu_hours(1)
-    offers = [offer("H100", 3.0, available=False), offer("MI300X", 2.0), offer("H100", 9.0, region="us-west-2")]
+    offers = [offer("H100", 3.0, available=False), offer("MI300X", 2.0),
+              offer("H100", 9.0, region="us-west-2")]
     ranked = PlacementPolicy(vendors=("nvidia",)).rank(offers, job)
     assert [q.offer for q in ranked] == [offers[2]]
 

@@ -77,12 +77,14 @@ def test_unknown_cloud_in_infra_is_rejected():
 
 
 def test_unknown_top_level_key_is_rejected():
-    with pytest.raises(ValueError, match=r"Additional properties are not allowed \('resume' was unexpected\)"):
+    with pytest.raises(ValueError,
+                       match=r"Additional properties are not allowed \('resume' was unexpected\)"):
         validate_task_config({"resources": {}, "run": "true", "resume": True})
 
 
 def test_bad_recovery_strategy_names_the_valid_ones():
-    with pytest.raises(ValueError, match=r"job_recovery='sometimes'; expected one of: EAGER_NEXT_REGION, FAILOVER"):
+    with pytest.raises(ValueError,
+                       match=r"job_recovery='sometimes'; expected one of: EAGER_NEXT_REGION, FAILOVER"):
         build([H100_EAST], job_recovery="sometimes")
 
 
