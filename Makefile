@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install rocm-toolchain demo test test-fast lint bench conformance triton-compat
+.PHONY: install rocm-toolchain demo test test-fast arch lint bench conformance triton-compat
 
 # torch is pinned to the CPU build that lies on this machine's disk; pyproject allows torch>=2.11,
 # and an unpinned install would pull a multi-GB CUDA build.
@@ -22,6 +22,7 @@ demo: install
 	$(PYTHON) -m agnostic_rt.cli demo
 
 test: install
+	$(MAKE) --no-print-directory arch
 	$(PYTHON) -m pytest -q
 	$(PYTHON) -m agnostic_rt.cli conformance --quick
 	$(MAKE) --no-print-directory triton-compat
@@ -37,6 +38,11 @@ triton-compat:
 	PYTHONPATH="$(COMPAT)" $(PYTHON) -c "import triton; v = triton.__version__; assert v == '$(GPU_TRITON)', v; print('triton', v)"
 	PYTHONPATH="$(COMPAT)" TRITON_CACHE_DIR="$(COMPAT)-cache" $(PYTHON) -m pytest -q -p no:cacheprovider \
 	  tests/backends/test_triton_build.py tests/backends/test_triton_kernels.py tests/backends/test_interpret_zoo.py tests/backends/test_scatter_add.py
+
+# The import-linter contracts in pyproject.toml (which layer may import which), over agnostic_rt as
+# installed; tests/test_architecture.py adds the module-cycle check and shows both fail when broken.
+arch:
+	$(PYTHON) tests/import_graph.py
 
 test-fast:
 	$(PYTHON) -m pytest -q -m "not slow"
