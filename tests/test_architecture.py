@@ -43,7 +43,8 @@ def describe(graph, component: frozenset[str]) -> str:
     """One cycle through `component`, one import per line with where it is written."""
     sub = nx.DiGraph()
     for module in component:
-        sub.add_edges_from((module, m) for m in graph.find_modules_directly_imported_by(module) if m in component)
+        imported = graph.find_modules_directly_imported_by(module) & component
+        sub.add_edges_from((module, m) for m in imported)
     lines = []
     for importer, imported in nx.find_cycle(sub, source=min(component)):
         where = graph.get_import_details(importer=importer, imported=imported)[0]
@@ -92,7 +93,9 @@ def test_planted_cycle_is_found(graph):
     checkpoint, migrate = "agnostic_rt.training.checkpoint", "agnostic_rt.training.migrate"
     assert graph.direct_import_exists(importer=migrate, imported=checkpoint)
     planted = copy.deepcopy(graph)
-    planted.add_import(importer=checkpoint, imported=migrate, line_number=7, line_contents="from . import migrate")
+    planted.add_import(
+        importer=checkpoint, imported=migrate, line_number=7, line_contents="from . import migrate"
+    )
     found = unexpected_cycles(planted)
     assert len(found) == 1, found
     assert f"{checkpoint} -> {migrate} (l.7: from . import migrate)" in found[0]
