@@ -63,10 +63,9 @@ def materialise(tree: Path, subpackage: str) -> Path:
 
 def lint_imports(tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the import-linter CLI with pyproject's contracts over the package laid out in `tree`."""
-    lint = Path(sys.executable).with_name("lint-imports")
-    cmd = [str(lint)] if lint.exists() else [sys.executable, "-m", "importlinter.cli"]
+    cli = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
     return subprocess.run(
-        [*cmd, str(ROOT / "pyproject.toml"), "--no-cache", "--no-logo", *args],
+        [sys.executable, "-c", cli, str(ROOT / "pyproject.toml"), "--no-cache", "--no-logo", *args],
         cwd=tree,  # import-linter puts the working directory first on sys.path
         env={**os.environ, "PYTHONPATH": str(tree)},
         capture_output=True,
