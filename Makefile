@@ -56,7 +56,7 @@ arch:
 	$(PYTHON) tests/import_graph.py
 
 test-fast:
-	$(PYTHON) -m pytest -q -m "not slow"
+	$(PYTHON) -m pytest -q $(XDIST) -m "not slow"
 
 lint:
 	ruff check agnostic_rt backends passes conformance tests bench
