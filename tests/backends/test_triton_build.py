@@ -66,20 +66,17 @@ def test_build_for_accepts_a_part_name():
     assert compiled.asm.get("hsaco")
 
 
-@functools.cache
-def zoo_kernels() -> tuple:
-    from agnostic_rt.conformance.coverage import zoo_coverage
-
+def zoo_kernels(zoo_coverage) -> tuple:
     for name in ("mlp", "cnn", "gpt2", "bert"):
-        zoo_coverage(name, target="h100", batch=2)
+        zoo_coverage(name)
     return tuple(generated_kernels())
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
-def test_every_zoo_kernel_builds_for(arch):
+def test_every_zoo_kernel_builds_for(arch, zoo_coverage):
     failures = []
-    for k in zoo_kernels():
+    for k in zoo_kernels(zoo_coverage):
         try:
             build_for(k, arch)
         except Exception as e:  # collect them all: one report per target

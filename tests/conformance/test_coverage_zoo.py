@@ -3,20 +3,11 @@ metadata-only views are reported apart). Goal: >= 95% on the GPT-2 and BERT trai
 
 from __future__ import annotations
 
-import functools
-
 import pytest
-
-from agnostic_rt.conformance import coverage
-
-
-@functools.cache
-def zoo_coverage(name: str) -> dict:
-    return coverage.zoo_coverage(name)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "bert"])
-def test_transformer_training_graphs_run_at_least_95_percent_generated(name):
+def test_transformer_training_graphs_run_at_least_95_percent_generated(name, zoo_coverage):
     report = zoo_coverage(name)
     assert set(report) == {"forward", "backward"}
     for kind, r in report.items():
@@ -24,7 +15,7 @@ def test_transformer_training_graphs_run_at_least_95_percent_generated(name):
 
 
 @pytest.mark.parametrize("name", ["gpt2", "bert"])
-def test_nothing_falls_back_in_the_transformer_backward_graphs(name):
+def test_nothing_falls_back_in_the_transformer_backward_graphs(name, zoo_coverage):
     # The embedding backward's index_put(accumulate=True) was the last op left in ATen (2 nodes in
     # GPT-2's backward, 3 in BERT's); it is generated as accumulating (atomic) stores now.
     report = zoo_coverage(name)["backward"]
