@@ -188,7 +188,8 @@ def greedy(problem: Problem) -> Extraction:
 
 def prune(problem: Problem) -> Problem:
     """Keep classes reachable from the roots and nodes that can be part of a finite extraction."""
-    classes = {c: [(i, n) for i, n in enumerate(nodes) if c not in n[2]] for c, nodes in problem.classes.items()}
+    classes = {c: [(i, n) for i, n in enumerate(nodes) if c not in n[2]]
+               for c, nodes in problem.classes.items()}
     # A node with an empty child class can never be chosen; emptying a class can doom its parents'
     # nodes in turn, so propagate through a parent index instead of re-scanning everything.
     users: dict[object, list[object]] = {}
@@ -297,17 +298,18 @@ def ilp(problem: Problem, time_limit: float = 10.0, warm: Extraction | None = No
     res = milp(cost, constraints=LinearConstraint(matrix, lo, hi), integrality=integrality,
                bounds=Bounds(lb, ub), options=options)
     if res.status == 1 and time.perf_counter() - solve_start >= time_limit:
-        log.warning("ILP extraction stopped on its %.1f s clock (%d variables): the extraction depends on this "
-                    "machine's speed; a node limit should bound it", time_limit, n_vars)
+        log.warning("ILP extraction stopped on its %.1f s clock (%d variables): the extraction depends on "
+                    "this machine's speed; a node limit should bound it", time_limit, n_vars)
     notes = {"variables": n_vars, "constraints": len(lo), "cyclic_classes": len(tpos), "status": res.status,
              "mip_nodes": getattr(res, "mip_node_count", None),
              "message": res.message}
     if res.x is None:
         if warm is None:
             raise RuntimeError(f"ILP extraction found no solution: {res.message}")
-        log.info("ILP extraction found no solution in %.1fs (%s); keeping %s", time_limit, res.message, warm.method)
-        return Extraction(dict(warm.choice), warm.cost, warm.method + "(ilp-timeout)", time.perf_counter() - start,
-                          notes=notes)
+        log.info("ILP extraction found no solution in %.1fs (%s); keeping %s", time_limit, res.message,
+                 warm.method)
+        return Extraction(dict(warm.choice), warm.cost, warm.method + "(ilp-timeout)",
+                          time.perf_counter() - start, notes=notes)
     choice: dict[object, int] = {}
     for j, (c, i) in enumerate(node_of):
         if res.x[j] > 0.5:
@@ -325,7 +327,8 @@ def ilp(problem: Problem, time_limit: float = 10.0, warm: Extraction | None = No
     return ext
 
 
-def restrict(problem: Problem, allowed: Callable[[object], list[int]]) -> tuple[Problem, dict[object, list[int]]]:
+def restrict(problem: Problem,
+             allowed: Callable[[object], list[int]]) -> tuple[Problem, dict[object, list[int]]]:
     """The sub-problem where class ``c`` may only use nodes ``allowed(c)``, cut to the classes those
     nodes reach from the roots; with, per class, the original index of each node kept."""
     classes: dict[object, list] = {}
@@ -368,21 +371,24 @@ def _window(problem: Problem, choice: dict[object, int], seed: object, fixed: se
 
 
 def neighbourhood(problem: Problem, start: Extraction, *, radius: int = 6, max_window: int | None = None,
-                  max_readers: int = 6, grow_through_solution: bool = False, deadline: float | None = None, ilp_node_limit: int = 200,
-                  ilp_time_limit: float = 3.0) -> Extraction:
+                  max_readers: int = 6, grow_through_solution: bool = False, deadline: float | None = None,
+                  ilp_node_limit: int = 200, ilp_time_limit: float = 3.0) -> Extraction:
     """Large-neighbourhood search from ``start``: for each class the solution pays for (dearest
     first), solve the exact ILP over its window (:func:`_window`) with every other class held to its
     current node, and keep the answer when it lowers the DAG cost. Rounds repeat until one improves
-    nothing; a window already solved is not solved again (a heuristic: its fixed surroundings may
-    have changed since). ``deadline`` (a ``time.perf_counter()``
-    value) stops the search between windows with the best solution so far."""
+    nothing; a later round solves only windows holding a class the previous round changed, and no
+    window twice (heuristics: the fixed surroundings of a skipped window may have changed).
+    ``deadline`` (a ``time.perf_counter()`` value) stops the search between windows with the best
+    solution so far."""
     t0 = time.perf_counter()
     cur = Extraction(dict(start.choice), start.cost, start.method, 0.0)
     tried: set[frozenset] = set()
     windows = improved_windows = 0
     improved = True
+    dirty: set[object] | None = None  # classes whose node the previous round changed
     while improved:
         improved = False
+        before = dict(cur.choice)
         used = reachable(problem, cur.choice)
         used_set = set(used)
         users: dict[object, set[object]] = {}
@@ -402,6 +408,8 @@ def neighbourhood(problem: Problem, start: Extraction, *, radius: int = 6, max_w
             key = frozenset(win)
             if key in tried or (max_window is not None and len(win) > max_window):
                 continue
+            if dirty is not None and win.isdisjoint(dirty):
+                continue  # nothing in it changed since the last round
             tried.add(key)
             covered |= win
             windows += 1
@@ -422,6 +430,7 @@ def neighbourhood(problem: Problem, start: Extraction, *, radius: int = 6, max_w
                 cur = Extraction(new, cost, cur.method, 0.0)
                 improved_windows += 1
                 improved = True  # later windows of this round start from the new solution
+        dirty = {c for c, i in cur.choice.items() if before.get(c) != i}
     cur.method = f"{start.method}+lns"
     cur.seconds = time.perf_counter() - t0
     cur.notes = {"windows": windows, "improving_windows": improved_windows}
