@@ -1,6 +1,6 @@
 """Extraction: one e-node per needed e-class, minimising DAG cost (a shared class is paid once).
 
-Two extractors over one plain problem (:class:`Problem`: classes -> candidate nodes with a cost and
+Extractors over one plain problem (:class:`Problem`: classes -> candidate nodes with a cost and
 child classes), so they run on our e-graphs and on extraction-gym's serialized e-graphs alike:
 
 * :func:`greedy` -- bottom-up, each class takes the node with the least tree cost (egg's extractor,
@@ -13,6 +13,8 @@ child classes), so they run on our e-graphs and on extraction-gym's serialized e
   the whole ILP (TENSAT's BERT: its LP relaxation alone takes longer than the whole search) it finds
   the multi-output sharing greedy cannot see. Each accepted step lowers the DAG cost, so the result
   is never worse than its start.
+* :func:`search` -- the entry point for near-optimal extraction: the whole ILP on small e-graphs,
+  greedy then neighbourhood search on large ones.
 
 Every result is checked acyclic (:func:`is_acyclic`) before it is returned.
 """
