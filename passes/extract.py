@@ -1,6 +1,6 @@
 """Extraction: one e-node per needed e-class, minimising DAG cost (a shared class is paid once).
 
-Two extractors over one plain problem (:class:`Problem`: classes -> candidate nodes with a cost and
+Extractors over one plain problem (:class:`Problem`: classes -> candidate nodes with a cost and
 child classes), so they run on our e-graphs and on extraction-gym's serialized e-graphs alike:
 
 * :func:`greedy` -- bottom-up, each class takes the node with the least tree cost (egg's extractor,
@@ -8,6 +8,13 @@ child classes), so they run on our e-graphs and on extraction-gym's serialized e
 * :func:`ilp` -- exact DAG cost through ``scipy.optimize.milp`` (HiGHS): a binary per node, "a chosen
   node needs one node in each child class", and order variables that forbid cycles. Acyclicity
   constraints are only needed on edges inside a strongly connected component of the class graph.
+* :func:`neighbourhood` -- large-neighbourhood search: the exact ILP on small windows of the e-graph
+  around the current solution, every other class held to its current node. On e-graphs too large for
+  the whole ILP (TENSAT's BERT: its LP relaxation alone takes longer than the whole search) it finds
+  the multi-output sharing greedy cannot see. Each accepted step lowers the DAG cost, so the result
+  is never worse than its start.
+* :func:`search` -- the entry point for near-optimal extraction: the whole ILP on small e-graphs,
+  greedy then neighbourhood search on large ones.
 
 Every result is checked acyclic (:func:`is_acyclic`) before it is returned.
 """
@@ -17,6 +24,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -174,7 +182,7 @@ def greedy(problem: Problem) -> Extraction:
     missing = [r for r in problem.roots if r not in choice]
     if missing:
         raise ValueError(f"greedy extraction: no finite-cost term for root classes {missing[:5]}")
-    ext = Extraction(choice, 0.0, "greedy", 0.0)
+    ext = Extraction(choice, 0.0, "greedy", 0.0, notes={"tree_cost": best})
     ext.cost = dag_cost(problem, choice)
     ext.seconds = time.perf_counter() - start
     return ext
@@ -182,7 +190,8 @@ def greedy(problem: Problem) -> Extraction:
 
 def prune(problem: Problem) -> Problem:
     """Keep classes reachable from the roots and nodes that can be part of a finite extraction."""
-    classes = {c: [(i, n) for i, n in enumerate(nodes) if c not in n[2]] for c, nodes in problem.classes.items()}
+    classes = {c: [(i, n) for i, n in enumerate(nodes) if c not in n[2]]
+               for c, nodes in problem.classes.items()}
     # A node with an empty child class can never be chosen; emptying a class can doom its parents'
     # nodes in turn, so propagate through a parent index instead of re-scanning everything.
     users: dict[object, list[object]] = {}
@@ -217,7 +226,7 @@ def prune(problem: Problem) -> Problem:
 
 
 def ilp(problem: Problem, time_limit: float = 10.0, warm: Extraction | None = None,
-        node_limit: int | None = None) -> Extraction:
+        node_limit: int | None = None, cutoff: float | None = None) -> Extraction:
     """Exact DAG-cost extraction by integer programming (HiGHS). Stopped by ``node_limit``
     (branch-and-bound nodes: the same answer on every machine) or ``time_limit`` (a safety net: a
     warning says the machine's speed decided), the best feasible solution found (marked not
@@ -277,6 +286,8 @@ def ilp(problem: Problem, time_limit: float = 10.0, warm: Extraction | None = No
     cost = np.zeros(n_vars)
     for j, (c, i) in enumerate(node_of):
         cost[j] = p.classes[c][i][1]
+    if cutoff is not None:  # a known solution's cost bounds the search (scipy's HiGHS takes no MIP start)
+        constraint([(j, cost[j]) for j in range(n_nodes) if cost[j]], -np.inf, cutoff + _EPS)
     integrality = np.zeros(n_vars)
     integrality[:n_nodes] = 1
     lb = np.zeros(n_vars)
@@ -289,17 +300,18 @@ def ilp(problem: Problem, time_limit: float = 10.0, warm: Extraction | None = No
     res = milp(cost, constraints=LinearConstraint(matrix, lo, hi), integrality=integrality,
                bounds=Bounds(lb, ub), options=options)
     if res.status == 1 and time.perf_counter() - solve_start >= time_limit:
-        log.warning("ILP extraction stopped on its %.1f s clock (%d variables): the extraction depends on this "
-                    "machine's speed; a node limit should bound it", time_limit, n_vars)
+        log.warning("ILP extraction stopped on its %.1f s clock (%d variables): the extraction depends on "
+                    "this machine's speed; a node limit should bound it", time_limit, n_vars)
     notes = {"variables": n_vars, "constraints": len(lo), "cyclic_classes": len(tpos), "status": res.status,
              "mip_nodes": getattr(res, "mip_node_count", None),
              "message": res.message}
     if res.x is None:
         if warm is None:
             raise RuntimeError(f"ILP extraction found no solution: {res.message}")
-        log.info("ILP extraction found no solution in %.1fs (%s); keeping %s", time_limit, res.message, warm.method)
-        return Extraction(dict(warm.choice), warm.cost, warm.method + "(ilp-timeout)", time.perf_counter() - start,
-                          notes=notes)
+        log.info("ILP extraction found no solution in %.1fs (%s); keeping %s", time_limit, res.message,
+                 warm.method)
+        return Extraction(dict(warm.choice), warm.cost, warm.method + "(ilp-timeout)",
+                          time.perf_counter() - start, notes=notes)
     choice: dict[object, int] = {}
     for j, (c, i) in enumerate(node_of):
         if res.x[j] > 0.5:
@@ -315,3 +327,157 @@ def ilp(problem: Problem, time_limit: float = 10.0, warm: Extraction | None = No
     if warm is not None and warm.cost < ext.cost:  # a timed-out ILP may be worse than greedy
         return Extraction(dict(warm.choice), warm.cost, warm.method, ext.seconds, notes=notes)
     return ext
+
+
+def restrict(problem: Problem,
+             allowed: Callable[[object], list[int]]) -> tuple[Problem, dict[object, list[int]]]:
+    """The sub-problem where class ``c`` may only use nodes ``allowed(c)``, cut to the classes those
+    nodes reach from the roots; with, per class, the original index of each node kept."""
+    classes: dict[object, list] = {}
+    back: dict[object, list[int]] = {}
+    stack = list(problem.roots)
+    while stack:
+        c = stack.pop()
+        if c in classes:
+            continue
+        idx = allowed(c)
+        back[c] = idx
+        classes[c] = [problem.classes[c][i] for i in idx]
+        for i in idx:
+            stack.extend(problem.classes[c][i][2])
+    return Problem(classes, list(problem.roots)), back
+
+
+def _window(problem: Problem, choice: dict[object, int], seed: object, fixed: set[object],
+            users: dict[object, set[object]], radius: int, max_readers: int) -> set[object]:
+    """Classes free to change around ``seed``: the seed, the solution's classes that read it, those
+    that read one of its inputs (siblings: the users of one input are what a merged node can serve;
+    inputs read by more than ``max_readers`` classes, such as constants, are not followed), and the
+    classes outside the solution their nodes reach within ``radius`` steps (the new nodes a merge
+    needs; with ``fixed`` empty, classes of the solution too). Every class outside keeps its node."""
+    win = {seed} | users.get(seed, set())
+    for k in problem.classes[seed][choice[seed]][2]:
+        if len(users.get(k, ())) <= max_readers:
+            win |= users.get(k, set())
+    frontier = list(win)
+    for _ in range(radius):
+        nxt = []
+        for c in frontier:
+            for _, _, kids in problem.classes[c]:
+                for k in kids:
+                    if k not in win and k not in fixed:
+                        win.add(k)
+                        nxt.append(k)
+        frontier = nxt
+    return win
+
+
+def neighbourhood(problem: Problem, start: Extraction, *, radius: int = 6, max_window: int | None = None,
+                  max_readers: int = 6, grow_through_solution: bool = False, deadline: float | None = None,
+                  ilp_node_limit: int = 200, ilp_time_limit: float = 3.0) -> Extraction:
+    """Large-neighbourhood search from ``start``: for each class the solution pays for (dearest
+    first), solve the exact ILP over its window (:func:`_window`) with every other class held to its
+    current node, and keep the answer when it lowers the DAG cost. Rounds repeat until one improves
+    nothing; a later round solves only windows holding a class the previous round changed, and no
+    window twice (heuristics: the fixed surroundings of a skipped window may have changed).
+    ``deadline`` (a ``time.perf_counter()`` value) stops the search between windows with the best
+    solution so far."""
+    t0 = time.perf_counter()
+    cur = Extraction(dict(start.choice), start.cost, start.method, 0.0)
+    tried: set[frozenset] = set()
+    windows = improved_windows = 0
+    improved = True
+    dirty: set[object] | None = None  # classes whose node the previous round changed
+    while improved:
+        improved = False
+        before = dict(cur.choice)
+        used = reachable(problem, cur.choice)
+        used_set = set(used)
+        users: dict[object, set[object]] = {}
+        for c in used:
+            for k in problem.classes[c][cur.choice[c]][2]:
+                users.setdefault(k, set()).add(c)
+        seeds = sorted((c for c in used if problem.classes[c][cur.choice[c]][1] > 0),
+                       key=lambda c: -problem.classes[c][cur.choice[c]][1])
+        covered: set[object] = set()  # classes some window of this round was free to change
+        for seed in seeds:
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            if seed not in used_set or seed in covered:  # gone from the solution, or already searched
+                continue
+            fixed = set() if grow_through_solution else used_set
+            win = _window(problem, cur.choice, seed, fixed, users, radius, max_readers)
+            key = frozenset(win)
+            if key in tried or (max_window is not None and len(win) > max_window):
+                continue
+            if dirty is not None and win.isdisjoint(dirty):
+                continue  # nothing in it changed since the last round
+            tried.add(key)
+            covered |= win
+            windows += 1
+            sub, back = restrict(problem, lambda c, win=win, choice=cur.choice:
+                                 list(range(len(problem.classes[c]))) if c in win else [choice[c]])
+            try:
+                e = ilp(sub, time_limit=ilp_time_limit, node_limit=ilp_node_limit, cutoff=cur.cost)
+            except RuntimeError:
+                continue  # no solution within the limits: keep the current one
+            log.debug("window of %d classes around %s: %d ILP variables, %.2f s, DAG cost %.6g", len(win),
+                      seed, e.notes["variables"], e.seconds, e.cost)
+            new = dict(cur.choice)
+            for c, i in e.choice.items():
+                if back.get(c):
+                    new[c] = back[c][i]
+            cost = dag_cost(problem, new)
+            if cost < cur.cost - _EPS and is_acyclic(problem, new):
+                cur = Extraction(new, cost, cur.method, 0.0)
+                improved_windows += 1
+                improved = True  # later windows of this round start from the new solution
+        dirty = {c for c, i in cur.choice.items() if before.get(c) != i}
+    cur.method = f"{start.method}+lns"
+    cur.seconds = time.perf_counter() - t0
+    cur.notes = {"windows": windows, "improving_windows": improved_windows}
+    return cur
+
+
+def search(problem: Problem, time_limit: float = 8.0, slack: float = 1.0, exact_max_nodes: int = 3_000,
+           ilp_node_limit: int = 200) -> Extraction:
+    """Near-optimal DAG extraction for any size. Up to ``exact_max_nodes`` nodes: the whole
+    :func:`ilp` from greedy. Above: greedy, then :func:`neighbourhood` twice -- over every node with
+    small windows (two-way merges), then over the nodes whose least tree cost is within ``1 + slack``
+    times their class's best (the candidates a DAG can profit from; the others only widen windows: on
+    TENSAT's BERT they bring back the cyclic classes) with windows as large as they come (merges of
+    every reader of one input). Never worse than greedy; stops between windows once ``time_limit``
+    seconds have passed."""
+    t0 = time.perf_counter()
+    deadline = t0 + time_limit
+    g = greedy(problem)
+    if problem.num_nodes <= exact_max_nodes:
+        e = ilp(problem, time_limit=time_limit, warm=g, node_limit=ilp_node_limit)
+        e.seconds = time.perf_counter() - t0
+        return e
+    best = g.notes["tree_cost"]
+    inf = float("inf")
+    small = neighbourhood(problem, g, radius=3, max_window=64, grow_through_solution=True, deadline=deadline,
+                          ilp_node_limit=ilp_node_limit)
+
+    def near(c: object) -> list[int]:
+        keep = []
+        for i, (_, cost, kids) in enumerate(problem.classes[c]):
+            tree = cost + _EPS + sum(best.get(k, inf) for k in set(kids)) if c not in kids else inf
+            if i == small.choice.get(c) or tree <= (1 + slack) * best.get(c, inf) + _EPS:
+                keep.append(i)
+        return keep
+
+    sub, back = restrict(problem, near)
+    pos = {c: {i: j for j, i in enumerate(idx)} for c, idx in back.items()}
+    start = Extraction({c: pos[c][i] for c, i in small.choice.items() if c in pos}, small.cost, "greedy", 0.0)
+    wide = neighbourhood(sub, start, deadline=deadline, ilp_node_limit=ilp_node_limit)
+    choice = dict(small.choice)
+    choice.update({c: back[c][i] for c, i in wide.choice.items()})
+    cost = dag_cost(problem, choice)
+    if not is_acyclic(problem, choice) or cost > g.cost + _EPS:
+        raise RuntimeError("neighbourhood search lost acyclicity or cost (a bug)")
+    return Extraction(choice, cost, "greedy+lns", time.perf_counter() - t0,
+                      notes={"greedy_cost": g.cost, "small_windows": small.notes["windows"],
+                             "wide_windows": wide.notes["windows"],
+                             "stopped_on_clock": time.perf_counter() > deadline})
